@@ -1,0 +1,34 @@
+"""Training methods, one file each; ``get(name, T=...)`` builds one by name."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import Inference, Method, spiking_inference
+from .bptt import BPTT
+from .ottt import OTTT
+from .saf import SAFE, SAFF
+from .sr import SpikeRepresentation
+
+_REGISTRY: dict[str, Callable[..., Method]] = {
+    "bptt": BPTT,
+    "ottt-o": lambda T, **kw: OTTT(T, variant="o", **kw),
+    "ottt-a": lambda T, **kw: OTTT(T, variant="a", **kw),
+    "sr": SpikeRepresentation,
+    "saf-e": SAFE,
+    "saf-f": SAFF,
+}
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str, T: int, **options) -> Method:
+    """Build the method ``name`` for T time steps (ValueError for an unknown name)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name](T=T, **options)
+
+
+__all__ = ["BPTT", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
+           "get", "names", "spiking_inference"]

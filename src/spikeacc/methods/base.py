@@ -1,0 +1,184 @@
+"""What every training method shares: input layout, the Method interface, and the
+spiking inference path (the real LIF network every LIF-based method deploys to)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..models import SpikingNet, sample_numel
+
+
+@dataclass
+class Inference:
+    """Output of a no-grad run: logits [B, K] and per-layer spike counts, each [B]."""
+
+    logits: torch.Tensor
+    spike_counts: list[torch.Tensor]
+
+
+class Inputs:
+    """An input batch seen as T steps: static x [B, ...] fed every step, or a sequence [T, B, ...]."""
+
+    def __init__(self, x: torch.Tensor, T: int, net: SpikingNet) -> None:
+        numel = sample_numel(net)
+        if x.dim() >= 3 and x.shape[0] == T and math.prod(x.shape[2:]) == numel:
+            self.static, self.batch = False, x.shape[1]
+        elif x.dim() >= 2 and math.prod(x.shape[1:]) == numel:
+            self.static, self.batch = True, x.shape[0]
+        else:
+            raise ValueError(
+                f"input shape {tuple(x.shape)} fits neither [B, *{net.sample_shape}] nor "
+                f"[T={T}, B, *{net.sample_shape}]")
+        self.x, self.T = x, T
+
+    def at(self, t: int) -> torch.Tensor:
+        """Input at step t (0-based): [B, ...]."""
+        return self.x if self.static else self.x[t]
+
+    def sequence(self) -> torch.Tensor:
+        """All steps [T, B, ...] (a broadcast view for static input, no copy)."""
+        return self.x.expand(self.T, *self.x.shape) if self.static else self.x
+
+
+class Method:
+    """A way to compute the loss gradient of a SpikingNet over T time steps.
+
+    Subclasses implement ``loss_and_grad`` (accumulates into ``.grad``) and ``infer``.
+    """
+
+    name: str = ""
+
+    def __init__(self, T: int) -> None:
+        if int(T) != T or T <= 0:
+            raise ValueError(f"T (time steps) must be a positive integer, got {T}")
+        self.T = int(T)
+
+    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (detached scalar) and logits [B, K]; adds the gradient to every parameter's .grad."""
+        raise NotImplementedError
+
+    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+        raise NotImplementedError
+
+    def predict(self, net: SpikingNet, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K] without a graph."""
+        return self.infer(net, x).logits
+
+    def step(self, net: SpikingNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on the batch."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.loss_and_grad(net, x, y)
+        optimizer.step()
+        return loss, logits
+
+    def inputs(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor | None = None) -> Inputs:
+        inputs = Inputs(x, self.T, net)
+        if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
+            raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
+        return inputs
+
+
+def lif_forward(net: SpikingNet, inputs: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The real LIF network, layer by layer over all T steps (one product per layer
+    for the whole window): spikes of every hidden layer [T, B, ...] and readout
+    membrane per step o[t] = W_out s_L[t] + b, [T, B, K]. Differentiable (BPTT)."""
+    T, B = inputs.T, inputs.batch
+    h = inputs.sequence()  # [T, B, ...]
+    spikes = []
+    for synapse in net.hidden:
+        current = synapse(h.reshape(T * B, *h.shape[2:]))  # [T*B, ...]
+        h = net.neuron.run(current.reshape(T, B, *current.shape[1:]))  # [T, B, ...]
+        spikes.append(h)
+    out = net.readout(h.reshape(T * B, *h.shape[2:]))  # [T*B, K]
+    return spikes, out.reshape(T, B, -1)
+
+
+def readout_logits(per_step: torch.Tensor, readout: str, lam: float) -> torch.Tensor:
+    """Combine o[t] [T, B, K] into logits: "mean" over t, or "weighted" by lam^(T-t)
+    (the weighted firing-rate readout of SR and SAF-F)."""
+    if readout == "mean":
+        return per_step.mean(0)
+    T = per_step.shape[0]
+    weights = per_step.new_tensor([lam ** (T - 1 - t) for t in range(T)])
+    return torch.einsum("t,tbk->bk", weights, per_step) / weights.sum()
+
+
+@torch.no_grad()
+def spiking_inference(net: SpikingNet, x: torch.Tensor, T: int, readout: str = "mean") -> Inference:
+    """Run the weights as a real LIF spiking network (what neuromorphic hardware runs)."""
+    inputs = Inputs(x, T, net)
+    spikes, per_step = lif_forward(net, inputs)
+    return Inference(readout_logits(per_step, readout, net.neuron.lam), spike_counts(spikes))
+
+
+def spike_counts(spikes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer, spikes per sample: each [T, B, ...] -> [B]."""
+    return [s.transpose(0, 1).reshape(s.shape[1], -1).sum(1) for s in spikes]
+
+
+def per_step_ce(per_step: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L = (1/T) sum_t CE(o[t], y) for o [T, B, K]."""
+    T = per_step.shape[0]
+    return F.cross_entropy(per_step.reshape(-1, per_step.shape[-1]), y.repeat(T))
+
+
+def replace_grad(value: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
+    """``value`` in forward, gradient through ``grad_path`` in backward."""
+    return grad_path + (value - grad_path).detach()
+
+
+class OnlineMethod(Method):
+    """Methods that backpropagate each step's loss L[t] = CE(o[t], y) / T at once, with
+    every temporal dependency cut: memory is constant in T. Subclasses give one step.
+
+    ``update_every_step``: call ``optimizer.step()`` after every time step (OTTT-O)
+    instead of once per batch.
+    """
+
+    update_every_step = False
+
+    def forward_step(self, net: SpikingNet, inputs: Inputs, t: int, state: list | None
+                     ) -> tuple[torch.Tensor, list, list[torch.Tensor]]:
+        """Step t (0-based): (o[t] [B, K] with graph, next state (detached), hidden spikes)."""
+        raise NotImplementedError
+
+    def _run(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor,
+             optimizer: torch.optim.Optimizer | None) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, state = self.inputs(net, x, y), None
+        loss, logits = torch.zeros(()), 0.0
+        for t in range(self.T):
+            out, state, _ = self.forward_step(net, inputs, t, state)
+            loss_t = F.cross_entropy(out, y) / self.T
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+            loss_t.backward()
+            if optimizer is not None:
+                optimizer.step()
+            loss = loss + loss_t.detach()
+            logits = logits + out.detach() / self.T
+        return loss, logits
+
+    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._run(net, x, y, None)
+
+    def step(self, net: SpikingNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.update_every_step:
+            return super().step(net, optimizer, x, y)
+        return self._run(net, x, y, optimizer)
+
+    @torch.no_grad()
+    def online_inference(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+        """Run this method's own forward: logits = mean_t o[t], spikes counted per layer."""
+        inputs, state = self.inputs(net, x), None
+        logits, counts = 0.0, None
+        for t in range(self.T):
+            out, state, spikes = self.forward_step(net, inputs, t, state)
+            logits = logits + out / self.T
+            step_counts = [s.reshape(s.shape[0], -1).sum(1) for s in spikes]
+            counts = step_counts if counts is None else [c + s for c, s in zip(counts, step_counts)]
+        return Inference(logits, counts)

@@ -1,0 +1,92 @@
+"""Surrogate gradients for the Heaviside spike function.
+
+Forward is always the exact step H(x) (x = u - V_th); backward replaces dH/dx by the
+derivative of a smooth primitive. Each surrogate is defined by that primitive and its
+closed-form derivative; tests check the closed form against autograd of the primitive.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+SURROGATES = ("sigmoid", "atan", "fast_sigmoid", "rect")
+
+
+def _sigmoid_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.sigmoid(alpha * x)
+
+
+def _sigmoid_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    sig = torch.sigmoid(alpha * x)
+    return alpha * sig * (1.0 - sig)
+
+
+def _atan_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.atan(0.5 * math.pi * alpha * x) / math.pi + 0.5
+
+
+def _atan_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return 0.5 * alpha / (1.0 + (0.5 * math.pi * alpha * x) ** 2)
+
+
+def _fast_sigmoid_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    # SuperSpike / Taylor et al.: derivative 1 / (alpha |x| + 1)^2
+    return x / (alpha * x.abs() + 1.0)
+
+
+def _fast_sigmoid_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return 1.0 / (alpha * x.abs() + 1.0) ** 2
+
+
+def _rect_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    # straight-through inside a window of width 1/alpha around the threshold
+    return torch.clamp(alpha * x + 0.5, 0.0, 1.0)
+
+
+def _rect_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return alpha * (x.abs() < 0.5 / alpha).to(x.dtype)
+
+
+_TABLE: dict[str, tuple[Callable, Callable]] = {
+    "sigmoid": (_sigmoid_primitive, _sigmoid_derivative),
+    "atan": (_atan_primitive, _atan_derivative),
+    "fast_sigmoid": (_fast_sigmoid_primitive, _fast_sigmoid_derivative),
+    "rect": (_rect_primitive, _rect_derivative),
+}
+
+
+def check_surrogate(name: str, alpha: float) -> None:
+    if name not in _TABLE:
+        raise ValueError(f"unknown surrogate {name!r}; choose one of {', '.join(SURROGATES)}")
+    if not alpha > 0:
+        raise ValueError(f"surrogate sharpness alpha must be > 0, got {alpha}")
+
+
+def primitive(name: str, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The smooth function whose derivative the surrogate uses."""
+    return _TABLE[name][0](x, alpha)
+
+
+def derivative(name: str, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Closed-form surrogate derivative sigma'(x)."""
+    return _TABLE[name][1](x, alpha)
+
+
+class _SpikeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.name, ctx.alpha = name, alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_out * derivative(ctx.name, x, ctx.alpha), None, None
+
+
+def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
+    """H(x) forward, surrogate derivative backward. x = u - V_th."""
+    return _SpikeFn.apply(x, name, alpha)
