@@ -121,3 +121,25 @@ def _check_positive(what: str, values: Sequence[int]) -> None:
 
 def sample_numel(net: SpikingNet) -> int:
     return math.prod(net.sample_shape)
+
+
+def _mlp(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
+    return MLP(math.prod(sample_shape), hidden, n_classes, neuron)
+
+
+def _conv(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
+    if len(sample_shape) != 3:
+        raise ValueError(f"model 'conv' needs image samples [C, H, W], got shape {sample_shape}")
+    return ConvNet(tuple(sample_shape), tuple(hidden) or (16, 32), n_classes, neuron)
+
+
+MODELS = {"mlp": _mlp, "conv": _conv}
+
+
+def build(name: str, sample_shape: tuple[int, ...], n_classes: int, neuron: LIF | None = None,
+          hidden: Sequence[int] = ()) -> SpikingNet:
+    """Build model ``name`` for samples of ``sample_shape``; ``hidden`` are layer widths
+    (MLP) or channels (conv nets), empty for the model's default."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](tuple(sample_shape), n_classes, neuron or LIF(), tuple(hidden))
