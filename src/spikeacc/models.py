@@ -124,7 +124,7 @@ def sample_numel(net: SpikingNet) -> int:
 
 
 def _mlp(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
-    return MLP(math.prod(sample_shape), hidden, n_classes, neuron)
+    return MLP(math.prod(sample_shape), hidden or (800,), n_classes, neuron)
 
 
 def _conv(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
