@@ -1,0 +1,289 @@
+"""Exactness of the SAF family against slow, obviously-correct references.
+
+All comparisons run in float64; tolerances are stated per test (atol 1e-10 means the
+two computations agree to rounding error of a few dozen float64 operations).
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikeacc import LIF, ConvNet, MLP, methods
+from spikeacc.methods.base import Inputs, lif_forward, spiking_inference
+from spikeacc.methods.saf import saf_layers, weighted_readout
+from spikeacc.neurons import accumulation_weight
+from spikeacc.neurons.surrogate import derivative
+
+torch.set_default_dtype(torch.float64)
+ATOL = 1e-10
+
+
+def make_mlp(seed=0, v_th=1.0, sizes=(12, [9, 7], 4)):
+    torch.manual_seed(seed)
+    net = MLP(*sizes, neuron=LIF(v_th=v_th))
+    for p in net.parameters():  # weights large enough that every layer spikes
+        p.data.mul_(3.0)
+    return net
+
+
+def make_conv(seed=0):
+    torch.manual_seed(seed)
+    net = ConvNet((2, 8, 8), (3, 4), 5)
+    for p in net.parameters():
+        p.data.mul_(3.0)
+    return net
+
+
+def batch(net, T=None, B=6, seed=1):
+    torch.manual_seed(seed)
+    shape = (B, *net.sample_shape) if T is None else (T, B, *net.sample_shape)
+    return torch.rand(shape), torch.randint(0, net.n_classes, (B,))
+
+
+def grads(net, method, x, y):
+    net.zero_grad(set_to_none=True)
+    loss, logits = method.loss_and_grad(net, x, y)
+    return loss, logits, {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
+def assert_grads_close(a, b, scale=None, atol=ATOL):
+    assert a.keys() == b.keys()
+    for name in a:
+        factor = 1.0 if scale is None else scale[name]
+        torch.testing.assert_close(a[name], factor * b[name], rtol=0, atol=atol, msg=name)
+
+
+NETS = {"mlp": make_mlp, "conv": make_conv}
+
+
+# --- SAF forward is the LIF network --------------------------------------------------
+
+@pytest.mark.parametrize("model", NETS)
+@pytest.mark.parametrize("sequence", [False, True])
+def test_saf_forward_produces_exactly_the_lif_spikes(model, sequence):
+    net, T = NETS[model](), 5
+    x, _ = batch(net, T if sequence else None)
+    lif_spikes, lif_out = lif_forward(net, Inputs(x, T, net))
+    saf, state = methods.get("saf-e", T=T), None
+    with torch.no_grad():
+        for t in range(T):
+            out, state, spikes = saf.forward_step(net, Inputs(x, T, net), t, state)
+            for layer, (s_saf, s_lif) in enumerate(zip(spikes, lif_spikes)):
+                assert torch.equal(s_saf, s_lif[t]), f"layer {layer} step {t}"
+            torch.testing.assert_close(out, lif_out[t], rtol=0, atol=ATOL)
+    assert sum(s.sum() for s in lif_spikes) > 0, "test is vacuous without spikes"
+
+
+@pytest.mark.parametrize("model", NETS)
+def test_saf_predictions_equal_the_spiking_network(model):
+    net, T = NETS[model](), 6
+    x, y = batch(net)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    for name, readout in (("saf-e", "mean"), ("saf-f", "weighted")):
+        method = methods.get(name, T=T)
+        for _ in range(3):  # weights trained with SAF ...
+            method.step(net, optimizer, x, y)
+        ours = method.infer(net, x)
+        spiking = spiking_inference(net, x, T, readout)  # ... run as a real LIF network
+        torch.testing.assert_close(ours.logits, spiking.logits, rtol=0, atol=ATOL)
+        assert torch.equal(ours.logits.argmax(1), spiking.logits.argmax(1))
+        for ours_count, lif_count in zip(ours.spike_counts, spiking.spike_counts):
+            assert torch.equal(ours_count, lif_count)
+
+
+# --- SAF-E == OTTT-A (Theorem 1) -----------------------------------------------------
+
+@pytest.mark.parametrize("model", NETS)
+@pytest.mark.parametrize("sequence", [False, True])
+def test_saf_e_loss_and_gradients_equal_ottt_a(model, sequence):
+    net, T = NETS[model](), 5
+    x, y = batch(net, T if sequence else None)
+    loss_o, logits_o, g_o = grads(net, methods.get("ottt-a", T=T), x, y)
+    loss_s, logits_s, g_s = grads(net, methods.get("saf-e", T=T), x, y)
+    torch.testing.assert_close(loss_s, loss_o, rtol=0, atol=ATOL)
+    torch.testing.assert_close(logits_s, logits_o, rtol=0, atol=ATOL)
+    assert_grads_close(g_s, g_o)
+    assert all(g.abs().sum() > 0 for g in g_o.values())
+
+
+# --- OTTT against the hand-written formula (OTTT Eq. 8) -------------------------------
+
+def ottt_reference(net, x, y, T, lr=None):
+    """OTTT by hand on an MLP: dL[t]/dW_l = delta_l[t] a_hat_{l-1}[t]^T with
+    delta_l = sigma'(u_l - V_th) * W_{l+1}^T delta_{l+1}. Returns the summed gradients
+    (lr None) or the weights after one SGD update per step (OTTT-O)."""
+    neuron = net.neuron
+    lam, v_th = neuron.lam, neuron.v_th
+    weights = [s.op.weight.detach().clone() for s in [*net.hidden, net.readout]]
+    biases = [s.op.bias.detach().clone() for s in [*net.hidden, net.readout]]
+    grad_w = [torch.zeros_like(w) for w in weights]
+    grad_b = [torch.zeros_like(b) for b in biases]
+    n_hidden, B = len(net.hidden), x.shape[0]
+    v_mem = [0.0] * n_hidden
+    spikes = [0.0] * n_hidden
+    traces = [0.0] * (n_hidden + 1)
+    for t in range(T):
+        c_t = accumulation_weight(lam, t + 1)
+        h = x.reshape(B, -1)
+        traces[0] = lam * traces[0] + h
+        pre_spike_v = []
+        for l in range(n_hidden):
+            current = h @ weights[l].T + biases[l]
+            v_mem[l] = lam * (v_mem[l] - v_th * spikes[l]) + current
+            spikes[l] = (v_mem[l] >= v_th).double()
+            traces[l + 1] = lam * traces[l + 1] + spikes[l]
+            pre_spike_v.append(v_mem[l])
+            h = spikes[l]
+        out = h @ weights[-1].T + biases[-1]
+        delta = (torch.softmax(out, 1) - F.one_hot(y, out.shape[1])) / (B * T)
+        step_w = [None] * (n_hidden + 1)
+        step_b = [None] * (n_hidden + 1)
+        step_w[-1], step_b[-1] = delta.T @ traces[-1], delta.sum(0)
+        for l in reversed(range(n_hidden)):
+            delta = (delta @ weights[l + 1]) * derivative(neuron.surrogate, pre_spike_v[l] - v_th, neuron.alpha)
+            step_w[l], step_b[l] = delta.T @ traces[l], c_t * delta.sum(0)
+        for i in range(n_hidden + 1):
+            if lr is None:
+                grad_w[i] += step_w[i]
+                grad_b[i] += step_b[i]
+            else:
+                weights[i] -= lr * step_w[i]
+                biases[i] -= lr * step_b[i]
+    return (grad_w, grad_b) if lr is None else (weights, biases)
+
+
+def test_ottt_a_gradient_equals_hand_written_formula():
+    net, T = make_mlp(), 5
+    x, y = batch(net)
+    _, _, g = grads(net, methods.get("ottt-a", T=T), x, y)
+    ref_w, ref_b = ottt_reference(net, x, y, T)
+    synapses = [*net.hidden, net.readout]
+    for i, synapse in enumerate(synapses):
+        torch.testing.assert_close(synapse.op.weight.grad, ref_w[i], rtol=0, atol=ATOL)
+        torch.testing.assert_close(synapse.op.bias.grad, ref_b[i], rtol=0, atol=ATOL)
+
+
+def test_ottt_o_equals_sequence_of_per_step_updates():
+    net, T, lr = make_mlp(), 5, 0.3
+    x, y = batch(net)
+    ref_w, ref_b = ottt_reference(copy.deepcopy(net), x, y, T, lr=lr)
+    methods.get("ottt-o", T=T).step(net, torch.optim.SGD(net.parameters(), lr=lr), x, y)
+    for i, synapse in enumerate([*net.hidden, net.readout]):
+        torch.testing.assert_close(synapse.op.weight.detach(), ref_w[i], rtol=0, atol=ATOL)
+        torch.testing.assert_close(synapse.op.bias.detach(), ref_b[i], rtol=0, atol=ATOL)
+    # and it differs from one OTTT-A update, so per-step updating is really happening
+    net_a = make_mlp()
+    methods.get("ottt-a", T=T).step(net_a, torch.optim.SGD(net_a.parameters(), lr=lr), x, y)
+    assert not torch.allclose(net_a.hidden[0].op.weight, net.hidden[0].op.weight)
+
+
+# --- BPTT against a plain autograd unroll ----------------------------------------------
+
+def bptt_reference_loss(net, x, T):
+    """Step-by-step unroll (the textbook loop), autograd through everything."""
+    neuron, B = net.neuron, x.shape[0]
+    v_mem = [torch.zeros(()) for _ in net.hidden]
+    spikes = [torch.zeros(()) for _ in net.hidden]
+    outs = []
+    for _ in range(T):
+        h = x.reshape(B, -1)
+        for l, synapse in enumerate(net.hidden):
+            current = F.linear(h, synapse.op.weight, synapse.op.bias)
+            reset = spikes[l].detach() if neuron.detach_reset else spikes[l]
+            v_mem[l] = neuron.lam * (v_mem[l] - neuron.v_th * reset) + current
+            spikes[l] = neuron.fire(v_mem[l])
+            h = spikes[l]
+        outs.append(F.linear(h, net.readout.op.weight, net.readout.op.bias))
+    return outs
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_bptt_gradient_equals_plain_autograd_unroll(detach_reset):
+    net, T = make_mlp(), 5
+    net.neuron = LIF(detach_reset=detach_reset)
+    x, y = batch(net)
+    loss, logits, g = grads(net, methods.get("bptt", T=T), x, y)
+    net.zero_grad(set_to_none=True)
+    outs = bptt_reference_loss(net, x, T)
+    ref_loss = sum(F.cross_entropy(o, y) for o in outs) / T
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=0, atol=ATOL)
+    torch.testing.assert_close(logits, torch.stack(outs).mean(0).detach(), rtol=0, atol=ATOL)
+    assert_grads_close(g, {n: p.grad for n, p in net.named_parameters()})
+
+
+def test_bptt_and_ottt_differ_so_the_equivalence_tests_have_teeth():
+    net, T = make_mlp(), 5
+    x, y = batch(net)
+    _, _, g_bptt = grads(net, methods.get("bptt", T=T), x, y)
+    _, _, g_ottt = grads(net, methods.get("ottt-a", T=T), x, y)
+    assert not torch.allclose(g_bptt["hidden.0.op.weight"], g_ottt["hidden.0.op.weight"])
+
+
+# --- SAF-F and Spike Representation (Theorem 2) ----------------------------------------
+
+@pytest.mark.parametrize("model", NETS)
+def test_saf_f_with_sr_surrogate_equals_spike_representation_at_unit_threshold(model):
+    net, T = NETS[model](), 6
+    x, y = batch(net)
+    loss_sr, logits_sr, g_sr = grads(net, methods.get("sr", T=T), x, y)
+    loss_f, logits_f, g_f = grads(net, methods.get("saf-f", T=T, surrogate="sr"), x, y)
+    torch.testing.assert_close(loss_f, loss_sr, rtol=0, atol=ATOL)
+    torch.testing.assert_close(logits_f, logits_sr, rtol=0, atol=ATOL)
+    assert_grads_close(g_f, g_sr)
+
+
+def test_saf_f_gradient_is_spike_representation_scaled_by_threshold_per_layer():
+    """With V_th != 1, each hidden layer's SR derivative carries 1/V_th where SAF-F's
+    carries 1, so the gradient of hidden layer l (counted from the readout, k = 1, 2..)
+    is V_th^k times SR's; the readout's is equal."""
+    v_th, T = 2.0, 6
+    net = make_mlp(v_th=v_th)
+    x, y = batch(net)
+    _, _, g_sr = grads(net, methods.get("sr", T=T), x, y)
+    _, _, g_f = grads(net, methods.get("saf-f", T=T, surrogate="sr"), x, y)
+    scale = {"readout.op.weight": 1.0, "readout.op.bias": 1.0,
+             "hidden.1.op.weight": v_th, "hidden.1.op.bias": v_th,
+             "hidden.0.op.weight": v_th ** 2, "hidden.0.op.bias": v_th ** 2}
+    assert_grads_close(g_f, g_sr, scale)
+    assert g_sr["hidden.0.op.weight"].abs().sum() > 0
+
+
+def test_saf_f_final_step_only_graph_matches_full_unroll_with_detached_history():
+    """SAF-F's fast path (T-1 steps without a graph) against the slow one: every step
+    with a graph, all temporal terms detached, loss on the final weighted readout."""
+    net, T = make_mlp(), 6
+    x, y = batch(net)
+    _, _, g_fast = grads(net, methods.get("saf-f", T=T), x, y)
+    net.zero_grad(set_to_none=True)
+    saf_e, state = methods.get("saf-e", T=T), None
+    for t in range(T - 1):  # history by the per-step path: [A_0, A_1.., A_L, R] after T-1 steps
+        _, state, _ = saf_e.forward_step(net, Inputs(x, T, net), t, state)
+    lam = net.neuron.lam
+    c_T = accumulation_weight(lam, T)
+    accs, _ = saf_layers(net, lam * state[0] + x, state[1:-1], c_T)
+    F.cross_entropy(weighted_readout(net, accs[-1], c_T), y).backward()
+    assert_grads_close(g_fast, {n: p.grad for n, p in net.named_parameters()})
+
+
+# --- bad input --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [0, -3, 2.5])
+def test_bad_time_steps_are_rejected(T):
+    with pytest.raises(ValueError, match="T"):
+        methods.get("saf-f", T=T)
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="unknown method"):
+        methods.get("nope", T=4)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_input_shape_mismatch_is_a_clear_error(name):
+    net = make_mlp()
+    with pytest.raises(ValueError, match="input shape"):
+        methods.get(name, T=3).loss_and_grad(net, torch.rand(4, 13), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        methods.get(name, T=3).loss_and_grad(net, torch.rand(4, 12), torch.zeros(5, dtype=torch.long))
