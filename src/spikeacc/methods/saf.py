@@ -28,70 +28,69 @@ from ..neurons import accumulation_weight
 from .base import Inference, Inputs, Method, OnlineMethod, replace_grad
 
 
-def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list[torch.Tensor], c_t: float,
+def saf_neuron(net: SpikingNet, u_hat: torch.Tensor, acc_prev: torch.Tensor | float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """u[t] = U_hat[t] - lam V_th A[t-1];  s[t] = H(u[t] - V_th);  A[t] = lam A[t-1] + s[t].
+
+    U_hat[t] = W A_{l-1}[t] + c[t] b; A[t-1] is a constant. Returns (A[t], s[t]).
+    """
+    neuron, lam = net.neuron, net.neuron.lam
+    spike_t = neuron.fire(u_hat - lam * neuron.v_th * acc_prev)
+    return lam * acc_prev + spike_t, spike_t
+
+
+def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float,
                sr_surrogate: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """One SAF step through the hidden layers.
 
     acc_in: accumulated input A_0[t] [B, ...]; acc_prev: A_l[t-1] per hidden layer
-    (treated as constants). Returns (A_l[t] per layer, s_l[t] per layer).
+    (constants; 0.0 before the first step). Returns (A_l[t] per layer, s_l[t] per layer).
+    With ``sr_surrogate`` the spike's derivative is SR's, d s / d U_hat := 1[0 < U_hat / c[t] < V_th].
     """
-    neuron, lam = net.neuron, net.neuron.lam
     h, accs, spikes = acc_in, [], []
     for synapse, a_prev in zip(net.hidden, acc_prev):
         u_hat = synapse(h, bias_scale=c_t)  # W A_{l-1}[t] + c[t] b
-        v_mem = u_hat - lam * neuron.v_th * a_prev
-        spike_t = neuron.fire(v_mem)
-        if sr_surrogate:  # d s / d u := 1[0 < u_hat / c[t] < V_th], SR's derivative
-            spike_t = replace_grad(spike_t, torch.clamp(u_hat, 0.0, c_t * neuron.v_th))
-        h = lam * a_prev + spike_t
+        h, spike_t = saf_neuron(net, u_hat, a_prev)
+        if sr_surrogate:  # dA[t]/dU_hat = ds[t]/dU_hat := SR's clamp derivative
+            h = replace_grad(h, torch.clamp(u_hat, 0.0, c_t * net.neuron.v_th))
         accs.append(h)
         spikes.append(spike_t)
     return accs, spikes
 
 
-def accumulated_input(inputs: Inputs, steps: int, lam: float) -> torch.Tensor:
-    """A_0[t] for t = 1..steps, [steps, B, ...]: the leaky sum of the input."""
-    if inputs.static:
-        c = inputs.x.new_tensor([accumulation_weight(lam, t + 1) for t in range(steps)])
-        return c.view(-1, *[1] * inputs.x.dim()) * inputs.x
-    acc, out = torch.zeros_like(inputs.x[0]), []
-    for t in range(steps):
-        acc = lam * acc + inputs.x[t]
-        out.append(acc)
-    return torch.stack(out)
-
-
 @torch.no_grad()
-def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int
+def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int, chunk: int = 8
                            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Run SAF without a graph for ``steps`` steps, layer by layer (one batched product
-    per layer for the whole window).
+    """Run SAF without a graph for ``steps`` steps.
 
-    Returns ([A_0, A_1, ..., A_L] at the last step, each [B, ...]; spikes per sample per
-    hidden layer, each [B]). These are the LIF network's spikes, so Spike
-    Representation uses this too.
+    Steps go in chunks of ``chunk``: within a chunk each layer does one batched product
+    for all its steps, and memory stays constant in T. Returns ([A_0, A_1, ..., A_L] at
+    the last step, each [B, ...]; spikes per sample per hidden layer, each [B]). These
+    are the LIF network's spikes, so Spike Representation uses this too.
     """
-    neuron, lam = net.neuron, net.neuron.lam
-    h = accumulated_input(inputs, steps, lam)  # [S, B, ...]
-    finals, counts = [h[-1]], []
-    c = [accumulation_weight(lam, t + 1) for t in range(steps)]
-    for synapse in net.hidden:
-        w_acc = synapse(h.reshape(-1, *h.shape[2:]), bias_scale=0.0)  # [S*B, ...]
-        w_acc = w_acc.reshape(steps, -1, *w_acc.shape[1:])  # [S, B, ...]
-        bias = synapse.sample_bias()
-        acc, accs, n_spikes = torch.zeros_like(w_acc[0]), [], 0
-        for t in range(steps):
-            v_mem = w_acc[t] - lam * neuron.v_th * acc
-            if bias is not None:
-                v_mem = v_mem + c[t] * bias
-            spike_t = (v_mem >= neuron.v_th).to(v_mem.dtype)
-            acc = lam * acc + spike_t
-            accs.append(acc)
-            n_spikes = n_spikes + spike_t.reshape(spike_t.shape[0], -1).sum(1)
-        h = torch.stack(accs)
-        finals.append(acc)
-        counts.append(n_spikes)
-    return finals, counts
+    lam = net.neuron.lam
+    acc_in = torch.zeros_like(inputs.at(0))  # [B, ...]
+    accs: list = [0.0] * len(net.hidden)
+    counts: list = [0.0] * len(net.hidden)
+    for start in range(0, steps, chunk):
+        c = [accumulation_weight(lam, t + 1) for t in range(start, min(start + chunk, steps))]
+        h = []
+        for t in range(start, start + len(c)):
+            acc_in = lam * acc_in + inputs.at(t)
+            h.append(acc_in)
+        h = torch.stack(h)  # [C, B, ...]
+        for layer, synapse in enumerate(net.hidden):
+            w_acc = synapse(h.flatten(0, 1), bias_scale=0.0)  # W A_{l-1}, [C*B, ...]
+            w_acc = w_acc.unflatten(0, h.shape[:2])  # [C, B, ...]
+            bias = synapse.sample_bias()
+            out = []
+            for i, c_t in enumerate(c):
+                u_hat = w_acc[i] if bias is None else w_acc[i] + c_t * bias
+                accs[layer], spike_t = saf_neuron(net, u_hat, accs[layer])
+                counts[layer] = counts[layer] + spike_t.flatten(1).sum(1)
+                out.append(accs[layer])
+            h = torch.stack(out)
+    return [acc_in, *accs], counts
 
 
 def weighted_readout(net: SpikingNet, acc_last: torch.Tensor, c_T: float) -> torch.Tensor:
