@@ -149,7 +149,7 @@ class OnlineMethod(Method):
     def _run(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor,
              optimizer: torch.optim.Optimizer | None) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, state = self.inputs(net, x, y), None
-        loss, logits = torch.zeros(()), 0.0
+        loss, logits = 0.0, 0.0  # become tensors on the input device at t = 0
         for t in range(self.T):
             out, state, _ = self.forward_step(net, inputs, t, state)
             loss_t = F.cross_entropy(out, y) / self.T
