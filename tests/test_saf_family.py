@@ -287,3 +287,17 @@ def test_input_shape_mismatch_is_a_clear_error(name):
         methods.get(name, T=3).loss_and_grad(net, torch.rand(4, 13), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="labels"):
         methods.get(name, T=3).loss_and_grad(net, torch.rand(4, 12), torch.zeros(5, dtype=torch.long))
+
+
+def test_static_batch_of_size_T_is_not_mistaken_for_a_sequence():
+    torch.manual_seed(0)
+    net, T = MLP(16, [8], 3, sample_shape=(1, 4, 4)), 4
+    x_static = torch.rand(T, 1, 4, 4)  # B == T images
+    inputs = Inputs(x_static, T, net)
+    assert inputs.static and inputs.batch == T
+    x_sequence = torch.rand(T, 1, 1, 4, 4)  # T steps of a batch of one image
+    inputs = Inputs(x_sequence, T, net)
+    assert not inputs.static and inputs.batch == 1
+    flat_net = MLP(16, [8], 3)
+    inputs = Inputs(torch.rand(T, 1, 16), T, flat_net)  # exact [T, B=1, 16] is a sequence
+    assert not inputs.static and inputs.batch == 1

@@ -78,18 +78,24 @@ class SpikingNet(nn.Module):
 
 
 def MLP(
-    in_features: int, hidden: Sequence[int], n_classes: int, neuron: LIF | None = None
+    in_features: int, hidden: Sequence[int], n_classes: int, neuron: LIF | None = None,
+    sample_shape: tuple[int, ...] | None = None,
 ) -> SpikingNet:
     """Fully connected SNN in_features -> hidden... -> n_classes.
 
-    Inputs may be [B, in_features] or images [B, C, H, W] with C*H*W == in_features.
+    Inputs may be [B, in_features] or any [B, *shape] with in_features elements per
+    sample (flattened); ``sample_shape`` (e.g. (1, 28, 28)) names the shape the data
+    comes in, which resolves [T, 1, ...] sequences of batch size 1.
     """
     _check_positive("MLP sizes", [in_features, *hidden, n_classes])
+    sample_shape = tuple(sample_shape or (in_features,))
+    if math.prod(sample_shape) != in_features:
+        raise ValueError(f"MLP sample_shape {sample_shape} does not hold {in_features} features")
     sizes = [in_features, *hidden]
     synapses = [Synapse(nn.Linear(a, b), pre=[nn.Flatten()] if i == 0 else ())
                 for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
     readout = Synapse(nn.Linear(sizes[-1], n_classes), pre=[nn.Flatten()] if not hidden else ())
-    return SpikingNet(synapses, readout, neuron or LIF(), (in_features,))
+    return SpikingNet(synapses, readout, neuron or LIF(), sample_shape)
 
 
 def ConvNet(
@@ -119,12 +125,8 @@ def _check_positive(what: str, values: Sequence[int]) -> None:
         raise ValueError(f"{what} must be positive integers, got {list(values)}")
 
 
-def sample_numel(net: SpikingNet) -> int:
-    return math.prod(net.sample_shape)
-
-
 def _mlp(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
-    return MLP(math.prod(sample_shape), hidden or (800,), n_classes, neuron)
+    return MLP(math.prod(sample_shape), hidden or (800,), n_classes, neuron, sample_shape)
 
 
 def _conv(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models import SpikingNet, sample_numel
+from ..models import SpikingNet
 
 
 @dataclass
@@ -23,15 +23,16 @@ class Inputs:
     """An input batch seen as T steps: static x [B, ...] fed every step, or a sequence [T, B, ...]."""
 
     def __init__(self, x: torch.Tensor, T: int, net: SpikingNet) -> None:
-        numel = sample_numel(net)
-        if x.dim() >= 3 and x.shape[0] == T and math.prod(x.shape[2:]) == numel:
-            self.static, self.batch = False, x.shape[1]
-        elif x.dim() >= 2 and math.prod(x.shape[1:]) == numel:
-            self.static, self.batch = True, x.shape[0]
-        else:
+        sample = net.sample_shape
+        static = x.dim() >= 2 and _same_size(x.shape[1:], sample)
+        sequence = x.dim() >= 3 and x.shape[0] == T and _same_size(x.shape[2:], sample)
+        if static and sequence:  # [T, 1, ...]: an exact sample-shape match decides, else static
+            sequence = tuple(x.shape[2:]) == sample and tuple(x.shape[1:]) != sample
+            static = not sequence
+        if not (static or sequence):
             raise ValueError(
-                f"input shape {tuple(x.shape)} fits neither [B, *{net.sample_shape}] nor "
-                f"[T={T}, B, *{net.sample_shape}]")
+                f"input shape {tuple(x.shape)} fits neither [B, *{sample}] nor [T={T}, B, *{sample}]")
+        self.static, self.batch = static, x.shape[0] if static else x.shape[1]
         self.x, self.T = x, T
 
     def at(self, t: int) -> torch.Tensor:
@@ -80,6 +81,10 @@ class Method:
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
         return inputs
+
+
+def _same_size(shape: torch.Size, sample_shape: tuple[int, ...]) -> bool:
+    return math.prod(shape) == math.prod(sample_shape)
 
 
 def lif_forward(net: SpikingNet, inputs: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:

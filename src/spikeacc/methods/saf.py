@@ -28,17 +28,6 @@ from ..neurons import accumulation_weight
 from .base import Inference, Inputs, Method, OnlineMethod, replace_grad
 
 
-def saf_neuron(net: SpikingNet, u_hat: torch.Tensor, acc_prev: torch.Tensor | float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """u[t] = U_hat[t] - lam V_th A[t-1];  s[t] = H(u[t] - V_th);  A[t] = lam A[t-1] + s[t].
-
-    U_hat[t] = W A_{l-1}[t] + c[t] b; A[t-1] is a constant. Returns (A[t], s[t]).
-    """
-    neuron, lam = net.neuron, net.neuron.lam
-    spike_t = neuron.fire(u_hat - lam * neuron.v_th * acc_prev)
-    return lam * acc_prev + spike_t, spike_t
-
-
 def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float,
                sr_surrogate: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """One SAF step through the hidden layers.
@@ -47,10 +36,12 @@ def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float
     (constants; 0.0 before the first step). Returns (A_l[t] per layer, s_l[t] per layer).
     With ``sr_surrogate`` the spike's derivative is SR's, d s / d U_hat := 1[0 < U_hat / c[t] < V_th].
     """
+    neuron, lam = net.neuron, net.neuron.lam
     h, accs, spikes = acc_in, [], []
     for synapse, a_prev in zip(net.hidden, acc_prev):
         u_hat = synapse(h, bias_scale=c_t)  # W A_{l-1}[t] + c[t] b
-        h, spike_t = saf_neuron(net, u_hat, a_prev)
+        spike_t = neuron.fire(u_hat - lam * neuron.v_th * a_prev)
+        h = lam * a_prev + spike_t
         if sr_surrogate:  # dA[t]/dU_hat = ds[t]/dU_hat := SR's clamp derivative
             h = replace_grad(h, torch.clamp(u_hat, 0.0, c_t * net.neuron.v_th))
         accs.append(h)
@@ -59,37 +50,23 @@ def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float
 
 
 @torch.no_grad()
-def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int, chunk: int = 8
+def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int
                            ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Run SAF without a graph for ``steps`` steps.
+    """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
+    does not grow with T.
 
-    Steps go in chunks of ``chunk``: within a chunk each layer does one batched product
-    for all its steps, and memory stays constant in T. Returns ([A_0, A_1, ..., A_L] at
-    the last step, each [B, ...]; spikes per sample per hidden layer, each [B]). These
-    are the LIF network's spikes, so Spike Representation uses this too.
+    Returns ([A_0, A_1, ..., A_L] at the last step, each [B, ...]; spikes per sample per
+    hidden layer, each [B]). These are the LIF network's spikes, so Spike
+    Representation uses this too.
     """
     lam = net.neuron.lam
     acc_in = torch.zeros_like(inputs.at(0))  # [B, ...]
     accs: list = [0.0] * len(net.hidden)
     counts: list = [0.0] * len(net.hidden)
-    for start in range(0, steps, chunk):
-        c = [accumulation_weight(lam, t + 1) for t in range(start, min(start + chunk, steps))]
-        h = []
-        for t in range(start, start + len(c)):
-            acc_in = lam * acc_in + inputs.at(t)
-            h.append(acc_in)
-        h = torch.stack(h)  # [C, B, ...]
-        for layer, synapse in enumerate(net.hidden):
-            w_acc = synapse(h.flatten(0, 1), bias_scale=0.0)  # W A_{l-1}, [C*B, ...]
-            w_acc = w_acc.unflatten(0, h.shape[:2])  # [C, B, ...]
-            bias = synapse.sample_bias()
-            out = []
-            for i, c_t in enumerate(c):
-                u_hat = w_acc[i] if bias is None else w_acc[i] + c_t * bias
-                accs[layer], spike_t = saf_neuron(net, u_hat, accs[layer])
-                counts[layer] = counts[layer] + spike_t.flatten(1).sum(1)
-                out.append(accs[layer])
-            h = torch.stack(out)
+    for t in range(steps):
+        acc_in = lam * acc_in + inputs.at(t)
+        accs, spikes = saf_layers(net, acc_in, accs, accumulation_weight(lam, t + 1))
+        counts = [n + s.flatten(1).sum(1) for n, s in zip(counts, spikes)]
     return [acc_in, *accs], counts
 
 
