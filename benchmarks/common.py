@@ -1,0 +1,162 @@
+"""What every benchmark shares: the machine description, round-robin timing, targets
+checked as PASS/MISS, and writing results/<name>.json and .md."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+import spikeacc
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """Options every benchmark takes: --quick, --device, --repeats, --warmup, --out."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--repeats", type=_positive_int, default=None,
+                        help="timed repeats per configuration (median reported)")
+    parser.add_argument("--warmup", type=_non_negative_int, default=None, help="untimed steps first")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the results")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and return the --device (exit with a message if CUDA is missing)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch sees no CUDA device")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device)
+
+
+def machine(device: torch.device) -> dict:
+    """What the numbers were measured on (named in every results file)."""
+    info = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "spikeacc": spikeacc.__version__,
+        "spikeacc_commit": _git_commit(Path(spikeacc.__file__).parent),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def machine_line(info: dict) -> str:
+    where = info.get("gpu", f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads)")
+    return (f"{where}, device {info['device']}, torch {info['torch']}, Python {info['python']}, "
+            f"spikeacc {info['spikeacc']} @ {info['spikeacc_commit']}, {info['date']}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _git_commit(path: Path) -> str:
+    try:
+        result = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def time_round_robin(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each step: ``warmup`` untimed calls each, then ``repeats``
+    rounds that call every step once in turn, so drift on a shared machine hits all alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass
+class Target:
+    """A figure the project must reach, with the measured value and the verdict."""
+
+    name: str
+    criterion: str
+    measured: float
+    passed: bool
+
+    def line(self) -> str:
+        verdict = "PASS" if self.passed else "MISS"
+        return f"{verdict}  {self.name}: {self.measured:.4g} (target {self.criterion})"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """Write <out_dir>/<name>.json (``payload``, targets as dicts) and <name>.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    payload = {**payload, "targets": [asdict(t) for t in payload.get("targets", [])]}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path

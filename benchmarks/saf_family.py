@@ -1,0 +1,242 @@
+"""The SAF family (bptt, ottt-o, ottt-a, sr, saf-e, saf-f) on one MLP and one ConvNet.
+
+For every method and T, in one process: time per training step (``method.step`` with
+Adam; warm-up, then the median of repeats taken round-robin over the methods), peak
+memory of a step and of ``loss_and_grad`` alone, and forward multiply-accumulates per
+layer. Checks the issue's figures (SAF/OTTT MACs, step-time ratios at T = 6, memory
+T = 32 vs T = 4) as PASS/MISS and writes results/saf_family.json and .md.
+
+    python -m benchmarks saf_family [--quick] [--device cpu|cuda] [--repeats N] [--out DIR]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+
+from spikeacc import methods
+from spikeacc.methods.base import Inputs
+from spikeacc.models import MLP, ConvNet, SpikingNet
+from spikeacc.profiling import count_macs, peak_memory
+
+from .common import (Target, base_parser, machine, machine_line, markdown_table,
+                     median, setup, time_round_robin, write_results)
+
+NAME = "saf_family"
+METHODS = ("bptt", "ottt-o", "ottt-a", "sr", "saf-e", "saf-f")
+TIME_STEPS = (4, 6, 8, 16, 32)
+SEED = 0
+LEARNING_RATE = 1e-3
+IMAGE = (1, 28, 28)  # Fashion-MNIST
+N_CLASSES = 10
+MB = 2 ** 20
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    description: str
+    build: Callable[[], SpikingNet]
+    batch: int
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """The MLP 784-800-10 (batch 128) and ConvNet (16, 32) (batch 32); tiny with ``quick``.
+    Quick batches avoid the T values (see ``model_input``)."""
+    if quick:
+        return [Workload("mlp", "MLP 784-16-10", partial(MLP, 784, [16], N_CLASSES), 5),
+                Workload("conv", "ConvNet (1,28,28) channels (2,4)",
+                         partial(ConvNet, IMAGE, (2, 4), N_CLASSES), 3)]
+    return [Workload("mlp", "MLP 784-800-10", partial(MLP, 784, [800], N_CLASSES), 128),
+            Workload("conv", "ConvNet (1,28,28) channels (16,32)",
+                     partial(ConvNet, IMAGE, (16, 32), N_CLASSES), 32)]
+
+
+def random_batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] shaped like Fashion-MNIST [B, 1, 28, 28] and labels [B], fixed seed."""
+    generator = torch.Generator().manual_seed(SEED)
+    images = torch.rand(batch, *IMAGE, generator=generator)
+    labels = torch.randint(0, N_CLASSES, (batch,), generator=generator)
+    return images.to(device), labels.to(device)
+
+
+def model_input(images: torch.Tensor, T: int, net: SpikingNet) -> tuple[torch.Tensor, str]:
+    """The static batch as the methods will read it. ``Inputs`` takes [B, 1, H, W] for a
+    sequence [T, B', H, W] when B == T; then the same images go as a [T, B, ...]
+    broadcast view (no copy), which every method reads as the static input."""
+    if Inputs(images, T, net).static:
+        return images, "static [B, ...]"
+    return images.expand(T, *images.shape), "static, passed as a [T, B, ...] view (B == T)"
+
+
+def measure_group(workload: Workload, T: int, device: torch.device, repeats: int,
+                  warmup: int) -> list[dict]:
+    """All methods on one model at one T: one record per method."""
+    images, labels = random_batch(workload.batch, device)
+    setups = {}
+    for name in METHODS:
+        torch.manual_seed(SEED)
+        net = workload.build().to(device)
+        x, layout = model_input(images, T, net)
+        optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+        setups[name] = (methods.get(name, T), net, optimizer, x, layout)
+    steps = {name: partial(method.step, net, opt, x, labels)
+             for name, (method, net, opt, x, _) in setups.items()}
+    seconds = time_round_robin(steps, repeats, warmup, device)
+    records = []
+    for name, (method, net, optimizer, x, layout) in setups.items():
+        macs = count_macs(net, steps[name])
+        peak_step = peak_memory(steps[name], device)
+        optimizer.zero_grad(set_to_none=True)
+        peak_grad = peak_memory(partial(method.loss_and_grad, net, x, labels), device)
+        records.append({
+            "model": workload.model, "T": T, "method": name, "batch": workload.batch,
+            "input": layout, "step_seconds": seconds[name], "step_median_s": median(seconds[name]),
+            "step_min_s": min(seconds[name]),
+            "peak_step_bytes": peak_step, "peak_grad_bytes": peak_grad,
+            "macs": macs, "macs_total": sum(macs.values()),
+        })
+    return records
+
+
+class Results:
+    """Look-ups into the records: ``get(model, T, method, key)``."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = records
+        self.index = {(r["model"], r["T"], r["method"]): r for r in records}
+
+    def get(self, model: str, T: int, method: str, key: str) -> float:
+        return self.index[(model, T, method)][key]
+
+    def ratio(self, model: str, T: int, num: str, den: str, key: str) -> float:
+        return self.get(model, T, num, key) / self.get(model, T, den, key)
+
+
+def ratios(results: Results, models: list[str]) -> dict:
+    """Every ratio the issue names, per model (and per T for MACs)."""
+    out = {}
+    for model in models:
+        out[model] = {
+            "macs_saf-e/ottt-a": {T: results.ratio(model, T, "saf-e", "ottt-a", "macs_total") for T in TIME_STEPS},
+            "macs_saf-f/ottt-a": {T: results.ratio(model, T, "saf-f", "ottt-a", "macs_total") for T in TIME_STEPS},
+            "time_T6": time_ratios(results, model, "step_median_s"),
+            "time_T6_min": time_ratios(results, model, "step_min_s"),
+            "peak_step_T32/T4": {m: results.get(model, 32, m, "peak_step_bytes")
+                                 / results.get(model, 4, m, "peak_step_bytes") for m in METHODS},
+            "peak_grad_T32/T4": {m: results.get(model, 32, m, "peak_grad_bytes")
+                                 / results.get(model, 4, m, "peak_grad_bytes") for m in METHODS},
+        }
+    return out
+
+
+def time_ratios(results: Results, model: str, key: str) -> dict[str, float]:
+    """Step-time ratios at T = 6 that the issue names."""
+    return {f"{a}/{b}": results.ratio(model, 6, a, b, key)
+            for a, b in (("saf-f", "ottt-a"), ("saf-f", "bptt"), ("saf-e", "ottt-a"))}
+
+
+def targets(ratio: dict) -> list[Target]:
+    """The issue's "Figures it must reach" that this benchmark measures."""
+    found = []
+    for model, r in ratio.items():
+        saf_e = r["macs_saf-e/ottt-a"].values()
+        worst_e = max(saf_e, key=lambda v: abs(v - 0.5))
+        found.append(Target(f"forward MACs SAF-E/OTTT-A, {model}, worst T", "= 0.5 at every T",
+                            worst_e, all(abs(v - 0.5) < 1e-9 for v in saf_e)))
+        worst_f = max(r["macs_saf-f/ottt-a"].values())
+        found.append(Target(f"forward MACs SAF-F/OTTT-A, {model}, worst T", "<= 0.5 at every T",
+                            worst_f, worst_f <= 0.5 + 1e-9))
+    time_t6 = ratio["mlp"]["time_T6"]
+    found += [
+        Target("step time T=6 mlp SAF-F/OTTT-A", "<= 0.5", time_t6["saf-f/ottt-a"], time_t6["saf-f/ottt-a"] <= 0.5),
+        Target("step time T=6 mlp SAF-F/BPTT", "<= 0.35", time_t6["saf-f/bptt"], time_t6["saf-f/bptt"] <= 0.35),
+        Target("step time T=6 mlp SAF-E/OTTT-A", "< 1", time_t6["saf-e/ottt-a"], time_t6["saf-e/ottt-a"] < 1.0),
+    ]
+    for model, r in ratio.items():
+        for key, what in (("peak_step_T32/T4", "training step"), ("peak_grad_T32/T4", "loss_and_grad")):
+            for method in ("ottt-a", "saf-e", "saf-f"):
+                value = r[key][method]
+                found.append(Target(f"peak memory T=32/T=4 {method}, {model} ({what})", "<= 1.1",
+                                    value, value <= 1.1))
+            value = r[key]["bptt"]
+            found.append(Target(f"peak memory T=32/T=4 bptt, {model} ({what})", "> 1.1 (grows)",
+                                value, value > 1.1))
+    return found
+
+
+def markdown(payload: dict, results: Results) -> str:
+    settings, models = payload["settings"], [w["model"] for w in payload["workloads"]]
+    lines = [f"# Benchmark: SAF family ({'quick smoke run' if settings['quick'] else 'full run'})", "",
+             f"Machine: {machine_line(payload['machine'])}.", "",
+             f"Per step: `method.step` with Adam (lr {LEARNING_RATE}) on one random batch in [0, 1] "
+             f"shaped like Fashion-MNIST (seed {SEED}); {settings['warmup']} warm-up steps, then the "
+             f"median of {settings['repeats']} repeats taken round-robin over the methods. Peak memory: "
+             "extra bytes allocated during one step (or `loss_and_grad` alone), "
+             "`spikeacc.profiling.peak_memory`. MACs: forward multiply-accumulates of every synapse "
+             "call in one step, `spikeacc.profiling.count_macs`.", "",
+             "Workloads: " + "; ".join(f"{w['model']}: {w['description']}, batch {w['batch']}"
+                                       for w in payload["workloads"]) + ".", "",
+             "## Targets", ""]
+    lines += [f"- {t.line()}" for t in payload["targets"]]
+    sections = (("Step time (ms, median)", "step_median_s", 1e3, "{:.1f}"),
+                ("Peak memory of a training step (MiB)", "peak_step_bytes", 1 / MB, "{:.2f}"),
+                ("Peak memory of loss_and_grad (MiB)", "peak_grad_bytes", 1 / MB, "{:.2f}"),
+                ("Forward MACs per step (millions)", "macs_total", 1e-6, "{:.1f}"))
+    for title, key, scale, fmt in sections:
+        rows = [[model, T] + [fmt.format(results.get(model, T, m, key) * scale) for m in METHODS]
+                for model in models for T in TIME_STEPS]
+        lines += ["", f"## {title}", "", markdown_table(["model", "T", *METHODS], rows)]
+    lines += ["", "## Forward MACs per layer at T = 6 (millions)", ""]
+    rows = [[model, layer] + [f"{results.get(model, 6, m, 'macs')[layer] * 1e-6:.2f}" for m in METHODS]
+            for model in models for layer in results.get(model, 6, METHODS[0], "macs")]
+    lines.append(markdown_table(["model", "layer", *METHODS], rows))
+    lines += ["", "## Ratios", ""]
+    rows = []
+    for model, r in payload["ratios"].items():
+        for key in ("macs_saf-e/ottt-a", "macs_saf-f/ottt-a"):
+            rows.append([model, key, ", ".join(f"T={T}: {v:.4f}" for T, v in r[key].items())])
+        for key, what in (("time_T6", "median"), ("time_T6_min", "min")):
+            rows.append([model, f"step time T=6 ({what})", ", ".join(f"{k}: {v:.3f}" for k, v in r[key].items())])
+        for key in ("peak_step_T32/T4", "peak_grad_T32/T4"):
+            rows.append([model, key, ", ".join(f"{k}: {v:.2f}" for k, v in r[key].items())])
+    lines.append(markdown_table(["model", "ratio", "values"], rows))
+    layouts = sorted({r["input"] for r in results.records} - {"static [B, ...]"})
+    if layouts:
+        lines += ["", "Note: where B == T the static batch went as a broadcast [T, B, ...] view "
+                  "(`Inputs` would read [B, 1, H, W] as a sequence)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = base_parser(NAME, __doc__.split("\n\n")[0]).parse_args(argv)
+    device = setup(args)
+    repeats = args.repeats or (1 if args.quick else 21)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+    torch.manual_seed(SEED)
+    chosen = workloads(args.quick)
+    records = []
+    for workload in chosen:
+        for T in TIME_STEPS:
+            records += measure_group(workload, T, device, repeats, warmup)
+            print(f"[{NAME}] {workload.model} T={T}: " + ", ".join(
+                f"{r['method']} {r['step_median_s'] * 1e3:.1f} ms" for r in records[-len(METHODS):]),
+                flush=True)
+    results = Results(records)
+    ratio = ratios(results, [w.model for w in chosen])
+    payload = {
+        "benchmark": NAME, "machine": machine(device),
+        "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup, "seed": SEED,
+                     "optimizer": f"Adam(lr={LEARNING_RATE})", "time_steps": list(TIME_STEPS),
+                     "methods": list(METHODS)},
+        "workloads": [{"model": w.model, "description": w.description, "batch": w.batch} for w in chosen],
+        "results": records, "ratios": ratio, "targets": targets(ratio),
+    }
+    json_path, md_path = write_results(args.out, NAME, payload, markdown(payload, results))
+    print(f"[{NAME}] {machine_line(payload['machine'])}")
+    for target in payload["targets"]:
+        print(f"[{NAME}] {target.line()}")
+    print(f"[{NAME}] wrote {json_path} and {md_path}")
+    return 0

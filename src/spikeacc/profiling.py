@@ -1,0 +1,82 @@
+"""Cost measurements of a training method: forward multiply-accumulates and peak memory.
+
+Both take a callable ``fn`` (e.g. one ``method.step``) and observe what it really does,
+so they reflect each method's own computation rather than an analytic formula.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from .models import SpikingNet, Synapse
+
+
+def count_macs(net: SpikingNet, fn: Callable[[], object]) -> dict[str, int]:
+    """Forward multiply-accumulates of every Synapse call made while ``fn()`` runs.
+
+    A forward hook on each Synapse adds ``output.numel() * synapse.fan_in`` per call
+    (fan_in = in_features, or in_channels/groups * kh * kw). Calls are counted, not
+    derived, so a method that applies a synapse twice per step (OTTT: value and trace
+    paths) is charged twice, and a batched call over S steps ([S*B, ...]) is charged S
+    times the per-step cost. Only forward calls are seen: backward passes and
+    parameter-free ops (pooling, flatten, bias additions, neuron updates) are not
+    counted.
+
+    Returns {synapse name as in ``net.named_modules()`` (e.g. "hidden.0", "readout"): MACs}.
+    """
+    synapses = {name: m for name, m in net.named_modules() if isinstance(m, Synapse)}
+    macs = dict.fromkeys(synapses, 0)
+
+    def hook_for(name: str, synapse: Synapse):
+        def hook(module, args, output) -> None:
+            macs[name] += output.numel() * synapse.fan_in
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name, m)) for name, m in synapses.items()]
+    try:
+        fn()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return macs
+
+
+def peak_memory(fn: Callable[[], object], device: str | torch.device = "cpu") -> int:
+    """Peak extra memory in bytes allocated by torch while ``fn()`` runs.
+
+    "Extra" means above what was allocated when ``fn`` started (memory freed during
+    ``fn`` counts against it). On CUDA this is ``max_memory_allocated`` after
+    ``reset_peak_memory_stats`` minus the allocation at the start. On the CPU, torch
+    keeps no peak statistics, so the torch profiler records every allocation and free
+    (``profile_memory=True``); the answer is the maximum of their running sum in time
+    order. This reads the profiler's raw event list (``prof.profiler.kineto_results``),
+    because the public ``prof.events()`` attributes allocations to the op that made
+    them and keeps only the unattributed ones as "[memory]" events.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return max(torch.cuda.max_memory_allocated(device) - start, 0)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+    )
+    return _peak_of_running_sum(nbytes for _, nbytes in events)
+
+
+def _peak_of_running_sum(deltas) -> int:
+    """max(0, max over prefixes of sum(deltas)): the peak of allocations minus frees."""
+    total = peak = 0
+    for delta in deltas:
+        total += delta
+        peak = max(peak, total)
+    return peak

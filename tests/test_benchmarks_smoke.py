@@ -1,0 +1,42 @@
+"""`python -m benchmarks saf_family --quick` runs end to end and records every method and T."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import saf_family
+from benchmarks.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_saf_family_quick_writes_every_method_and_T(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    cmd = [sys.executable, "-m", "benchmarks", "saf_family", "--quick", "--threads", "1",
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads((tmp_path / "saf_family.json").read_text())
+    seen = {(r["model"], r["T"], r["method"]) for r in payload["results"]}
+    assert seen == {(model, T, name) for model in ("mlp", "conv")
+                    for T in saf_family.TIME_STEPS for name in saf_family.METHODS}
+    assert set(saf_family.TIME_STEPS) >= {4, 6, 8, 16, 32}
+    assert all(r["macs_total"] > 0 and r["step_median_s"] > 0 for r in payload["results"])
+    assert payload["machine"]["cpu"] and payload["machine"]["torch"]
+    assert payload["targets"]
+    assert all(isinstance(t["passed"], bool) and t["measured"] > 0 for t in payload["targets"])
+    markdown = (tmp_path / "saf_family.md").read_text()
+    assert f"Machine: {payload['machine']['cpu']}" in markdown
+    assert "| model | T | " + " | ".join(saf_family.METHODS) + " |" in markdown
+    verdicts = [line for line in done.stdout.splitlines() if "PASS " in line or "MISS " in line]
+    assert len(verdicts) == len(payload["targets"])
+
+
+def test_unknown_benchmark_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no_such_benchmark"])
+    assert exit_info.value.code == 2
+    assert "unknown benchmark no_such_benchmark" in capsys.readouterr().err

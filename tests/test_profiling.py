@@ -1,0 +1,80 @@
+"""spikeacc.profiling: forward MACs counted per synapse call, and peak memory."""
+import pytest
+import torch
+
+from spikeacc import methods
+from spikeacc.models import MLP, ConvNet
+from spikeacc.profiling import count_macs, peak_memory
+
+T, B = 3, 2
+MB = 2 ** 20
+
+# MLP 6-5-3: hidden.0 costs 6 * 5 = 30 MACs per sample, readout 5 * 3 = 15.
+HIDDEN, READOUT = 6 * 5, 5 * 3
+EXPECTED_MLP = {
+    "saf-e": {"hidden.0": T * B * HIDDEN, "readout": T * B * READOUT},          # one product per step
+    "ottt-a": {"hidden.0": 2 * T * B * HIDDEN, "readout": 2 * T * B * READOUT},  # value + trace paths
+    "ottt-o": {"hidden.0": 2 * T * B * HIDDEN, "readout": 2 * T * B * READOUT},
+    "saf-f": {"hidden.0": T * B * HIDDEN, "readout": B * READOUT},              # readout at t = T only
+    "bptt": {"hidden.0": T * B * HIDDEN, "readout": T * B * READOUT},
+}
+
+
+def _mlp_macs(name: str) -> dict[str, int]:
+    torch.manual_seed(0)
+    net = MLP(6, [5], 3)
+    x, y = torch.rand(B, 6), torch.tensor([0, 2])
+    method = methods.get(name, T)
+    return count_macs(net, lambda: method.loss_and_grad(net, x, y))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_MLP))
+def test_mlp_macs_match_hand_count(name):
+    assert _mlp_macs(name) == EXPECTED_MLP[name]
+
+
+def test_saf_e_does_half_of_otttas_forward_macs():
+    assert sum(_mlp_macs("saf-e").values()) * 2 == sum(_mlp_macs("ottt-a").values())
+
+
+def test_conv_macs_use_kernel_fan_in_and_skip_pooling():
+    torch.manual_seed(0)
+    net = ConvNet((1, 4, 4), (2,), 3)  # conv3x3 1->2 on 4x4, avgpool2, linear 8->3
+    x, y = torch.rand(B, 1, 4, 4), torch.tensor([1, 0])
+    method = methods.get("saf-e", T)
+    macs = count_macs(net, lambda: method.loss_and_grad(net, x, y))
+    assert macs == {"hidden.0": T * B * (2 * 4 * 4) * 9, "readout": T * B * 3 * 8}
+
+
+def test_hooks_are_removed_after_counting():
+    net = MLP(6, [5], 3)
+    count_macs(net, lambda: net.hidden[0](torch.rand(1, 6)))
+    assert all(not module._forward_hooks for module in net.modules())
+
+
+def test_peak_memory_sees_a_known_allocation():
+    assert peak_memory(lambda: torch.ones(MB).sum()) >= 4 * MB  # 4 MiB of float32
+
+
+def test_peak_memory_counts_frees():
+    def two_in_turn():
+        for _ in range(2):
+            torch.ones(MB).sum()  # 4 MiB, freed before the next one
+    assert 4 * MB <= peak_memory(two_in_turn) < 8 * MB
+
+
+def test_peak_memory_of_nothing_is_small():
+    assert peak_memory(lambda: None) < 64 * 1024
+
+
+def test_bptt_memory_grows_with_T_and_saf_e_does_not():
+    torch.manual_seed(0)
+    net = MLP(20, [64], 3)
+    x, y = torch.rand(16, 20), torch.randint(0, 3, (16,))
+
+    def peak(name, steps):
+        method = methods.get(name, steps)
+        method.loss_and_grad(net, x, y)  # grads exist from here on
+        return peak_memory(lambda: method.loss_and_grad(net, x, y))
+    assert peak("bptt", 16) > 2 * peak("bptt", 2)
+    assert peak("saf-e", 16) <= 1.1 * peak("saf-e", 2)
