@@ -15,8 +15,15 @@ from spikeacc.methods.saf import saf_layers, weighted_readout
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.surrogate import derivative
 
-torch.set_default_dtype(torch.float64)
 ATOL = 1e-10
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def make_mlp(seed=0, v_th=1.0, sizes=(12, [9, 7], 4)):
