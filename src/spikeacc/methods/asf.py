@@ -1,0 +1,217 @@
+"""ASF-BP: backpropagation on the accumulated spiking flow (Wu et al., AAAI 2021;
+methods.md "ASF-BP"; authors' code neural-lab/ASF-BP).
+
+Forward (no graph): integrate-and-fire neurons with hard reset (neurons/if_neuron.py)
+run for T steps, layer by layer. Per hidden layer l the method keeps the accumulated
+input and output of the whole window,
+
+    X_l = sum_t (W_l s_{l-1}[t] + b_l) = W_l O_{l-1} + T b_l,    O_l = sum_t s_l[t],
+
+with O_0 = sum_t x[t] (the accumulated input). The synapse is linear, so X_l is formed
+once from the counts instead of being summed step by step (the two differ by float
+rounding only); a bias is a constant current added every step, hence T b_l. Parameter-
+free pre-ops of a synapse (AvgPool2d, Flatten) are linear too: a pool + conv synapse
+has X_l = W_l pool(O_{l-1}) + T b_l, i.e. spiking average pooling pools the spike counts
+and its backward is the pooling's adjoint. (The authors' code additionally places IF
+neurons with threshold 0.75 after each pooling; here pooling stays a linear pre-op of
+the next synapse, as in every SpikingNet.)
+
+Adaptive linear estimation (the paper's "equivalent network"): O_l ~ k_l X_l where
+X_l > 0, with k_l fitted on the batch over the elements with X >= O,
+
+    k_hat = sum O / sum X,   k <- 0.6 k_hat + 0.4 k,   k = 1 initially,
+
+re-estimated every ``k_every`` training steps (one k per layer, or per channel).
+
+Backward: ONE autograd pass over the accumulated values. Each hidden layer's output is
+``replace_grad(O_l, k_l 1[X_l > 0] X_l)``: the forward value is the true count and
+the gradient is
+
+    delta_{l-1} = W_l^T (delta_l * k_l 1[X_l > 0]),   dL/dW_l = (delta_l * k_l 1[X_l > 0]) O_{l-1}^T,
+
+so backward time and memory do not depend on T. The readout is non-spiking,
+y = W_out O_L / (V_th T) + b_out, trained with MSE to the one-hot label (the paper's
+loss; per-sample squared error summed over classes, averaged over the batch) or with
+cross-entropy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..models import SpikingNet
+from ..neurons.if_neuron import IF
+from .base import Inference, Inputs, Method, replace_grad
+
+LOSSES = ("mse", "ce")
+
+
+@dataclass
+class AdaptiveGain:
+    """The adaptive linear estimation model O ~ k X of one layer.
+
+    ``k`` is a scalar tensor, or [C] (channel = dim 1 of [B, C, ...]) with ``per_channel``.
+    ``fit_error`` is the relative residual ||O - k X|| / max(||O||, 1) over the elements
+    with X > 0, measured with the k used in the last backward pass (counts are
+    integers, so the floor of 1 only matters for a silent layer).
+    """
+
+    per_channel: bool = False
+    smoothing: float = 0.6
+    k: torch.Tensor | None = None
+    k_hat: torch.Tensor | None = None
+    fit_error: float = float("nan")
+    updates: int = field(default=0)
+
+    def _reduce(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over all dims (scalar) or all but the channel dim ([C])."""
+        if not self.per_channel:
+            return values.sum()
+        return values.transpose(0, 1).reshape(values.shape[1], -1).sum(1)
+
+    def _expand(self, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return k.view(1, -1, *[1] * (like.dim() - 2)) if self.per_channel else k
+
+    def estimate(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> torch.Tensor:
+        """k_hat = sum O / sum X over elements with X >= O; 1 where sum X < 1e-3 (as the
+        authors' code), x_acc, o_count [B, ...]."""
+        if self.per_channel and x_acc.dim() < 2:
+            raise ValueError(f"per-channel k needs [B, C, ...] values, got shape {tuple(x_acc.shape)}")
+        inside = (x_acc >= o_count).to(x_acc.dtype)
+        num, den = self._reduce(o_count * inside), self._reduce(x_acc * inside)
+        return torch.where(den < 1e-3, torch.ones_like(den), num / den.clamp_min(1e-3))
+
+    def update(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> None:
+        """k <- smoothing * k_hat + (1 - smoothing) * k (k starts at 1)."""
+        self.k_hat = self.estimate(x_acc, o_count)
+        k_prev = torch.ones_like(self.k_hat) if self.k is None else self.k
+        self.k = self.smoothing * self.k_hat + (1.0 - self.smoothing) * k_prev
+        self.updates += 1
+
+    def gain(self, x_acc: torch.Tensor) -> torch.Tensor:
+        """dO/dX := k 1[X > 0], shaped like x_acc."""
+        k = x_acc.new_ones(()) if self.k is None else self.k.to(x_acc.dtype)
+        return self._expand(k, x_acc) * (x_acc > 0).to(x_acc.dtype)
+
+    def record_fit(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> None:
+        active = x_acc > 0
+        k_x = self.gain(x_acc) * x_acc
+        residual = torch.linalg.vector_norm((o_count - k_x)[active])
+        self.fit_error = float(residual / torch.linalg.vector_norm(o_count[active]).clamp_min(1.0))
+
+    def stats(self) -> dict:
+        k = 1.0 if self.k is None else self.k.tolist()
+        k_hat = None if self.k_hat is None else self.k_hat.tolist()
+        return {"k": k, "k_hat": k_hat, "fit_error": self.fit_error, "updates": self.updates}
+
+
+@torch.no_grad()
+def accumulated_flow(net: SpikingNet, inputs: Inputs, neuron: IF, chunk: int | None = None
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run the IF network for T steps without a graph: (O_0 = sum_t x[t] [B, ...],
+    spike counts O_l per hidden layer [B, ...]).
+
+    Time is processed in windows of ``chunk`` steps (None: all T at once); inside a
+    window each layer is one batched product over all its steps, and the membranes
+    carry over between windows, so forward memory is O(chunk) instead of O(T).
+    """
+    T = inputs.T
+    chunk = T if chunk is None else chunk
+    v_mems: list[torch.Tensor | None] = [None] * len(net.hidden)
+    counts: list[torch.Tensor | float] = [0.0] * len(net.hidden)
+    o_in: torch.Tensor | float = 0.0
+    for start in range(0, T, chunk):
+        steps = min(chunk, T - start)
+        if inputs.static:  # the same input every step: one product, broadcast over steps
+            o_in = o_in + steps * inputs.x
+            h, constant = inputs.x.unsqueeze(0), True  # [1, B, ...]
+        else:
+            h, constant = inputs.x[start:start + steps], False  # [S, B, ...]
+            o_in = o_in + h.sum(0)
+        for layer, synapse in enumerate(net.hidden):
+            current = synapse(h.reshape(-1, *h.shape[2:]))  # [S*B, ...] (or [B, ...])
+            current = current.reshape(h.shape[0], -1, *current.shape[1:])
+            if constant:
+                current, constant = current.expand(steps, *current.shape[1:]), False
+            h, v_mems[layer] = neuron.run(current, v_mems[layer])  # [S, B, ...]
+            counts[layer] = counts[layer] + h.sum(0)
+    return o_in, counts
+
+
+class ASF(Method):
+    """ASF-BP on a SpikingNet's weights with its own IF neurons (the net's LIF is unused).
+
+    Options (``methods.get("asf", T, **options)``):
+        v_th: IF threshold (paper: 1 for MNIST, 2 for CIFAR-10); leak: IF leak in (0, 1].
+        loss: "mse" (to one-hot, the paper's) or "ce".
+        per_channel: one k per channel instead of per layer.
+        k_every: re-estimate k every this many training steps (0: keep k = 1).
+        chunk: time steps simulated per batched window in the forward (None: all T).
+    """
+
+    name = "asf"
+
+    def __init__(self, T: int, v_th: float = 1.0, leak: float = 1.0, loss: str = "mse",
+                 per_channel: bool = False, k_every: int = 1, chunk: int | None = None) -> None:
+        super().__init__(T)
+        if loss not in LOSSES:
+            raise ValueError(f"ASF loss must be one of {LOSSES}, got {loss!r}")
+        if int(k_every) != k_every or k_every < 0:
+            raise ValueError(f"ASF k_every must be an integer >= 0, got {k_every}")
+        if chunk is not None and (int(chunk) != chunk or chunk <= 0):
+            raise ValueError(f"ASF chunk must be a positive integer or None, got {chunk}")
+        self.neuron = IF(v_th, leak)
+        self.loss, self.per_channel = loss, per_channel
+        self.k_every, self.chunk = int(k_every), chunk
+        self.gains: list[AdaptiveGain] = []
+        self.train_steps = 0
+
+    def _gains_for(self, net: SpikingNet) -> list[AdaptiveGain]:
+        if len(self.gains) != len(net.hidden):
+            self.gains = [AdaptiveGain(self.per_channel) for _ in net.hidden]
+        return self.gains
+
+    def stats(self) -> list[dict]:
+        """Per hidden layer: k in use, last k_hat, fit error of O vs kX, number of updates."""
+        return [gain.stats() for gain in self.gains]
+
+    def readout(self, net: SpikingNet, o_last: torch.Tensor) -> torch.Tensor:
+        """y = W_out O_L / (V_th T) + b_out, [B, K]."""
+        scale = self.neuron.v_th * self.T
+        return net.readout(o_last, bias_scale=scale) / scale
+
+    def equivalent_network(self, net: SpikingNet, o_in: torch.Tensor, counts: list[torch.Tensor],
+                           update_k: bool) -> torch.Tensor:
+        """The graph pass on accumulated values: logits [B, K] whose backward is ASF-BP's."""
+        h = o_in  # O_0 [B, ...]
+        for synapse, gain, o_count in zip(net.hidden, self._gains_for(net), counts):
+            x_acc = synapse(h, bias_scale=float(self.T))  # X_l = W O_{l-1} + T b  [B, ...]
+            x_value = x_acc.detach()
+            if update_k:
+                gain.update(x_value, o_count)
+            gain.record_fit(x_value, o_count)
+            h = replace_grad(o_count, gain.gain(x_value) * x_acc)
+        return self.readout(net, h)
+
+    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = self.inputs(net, x, y)
+        o_in, counts = accumulated_flow(net, inputs, self.neuron, self.chunk)
+        update_k = self.k_every > 0 and self.train_steps % self.k_every == 0
+        logits = self.equivalent_network(net, o_in, counts, update_k)
+        self.train_steps += 1
+        if self.loss == "mse":
+            target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+            loss = (logits - target).pow(2).sum(1).mean()
+        else:
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        return loss.detach(), logits.detach()
+
+    @torch.no_grad()
+    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+        o_in, counts = accumulated_flow(net, self.inputs(net, x), self.neuron, self.chunk)
+        o_last = counts[-1] if counts else o_in
+        per_sample = [c.reshape(c.shape[0], -1).sum(1) for c in counts]
+        return Inference(self.readout(net, o_last), per_sample)
