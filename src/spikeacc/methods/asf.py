@@ -36,7 +36,7 @@ cross-entropy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,7 @@ class AdaptiveGain:
     k: torch.Tensor | None = None
     k_hat: torch.Tensor | None = None
     fit_error: float = float("nan")
-    updates: int = field(default=0)
+    updates: int = 0
 
     def _reduce(self, values: torch.Tensor) -> torch.Tensor:
         """Sum over all dims (scalar) or all but the channel dim ([C])."""
@@ -96,6 +96,7 @@ class AdaptiveGain:
         return self._expand(k, x_acc) * (x_acc > 0).to(x_acc.dtype)
 
     def record_fit(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> None:
+        """fit_error of the k in use on this batch (class docstring)."""
         active = x_acc > 0
         k_x = self.gain(x_acc) * x_acc
         residual = torch.linalg.vector_norm((o_count - k_x)[active])
