@@ -76,7 +76,8 @@ def test_loader_split_shapes_and_cache(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     (HEADER + b"\x00" * 13, "not a multiple of 8"),
-    (b"\x00" * 16, "no '#!AER-DAT2.x' header"),
+    (b"\x00" * 16, "no '#' header"),
+    (b"#!AER-DAT3.1\r\n" + b"\x00" * 16, "AEDAT version 3.1, expected 2.x"),
     (b"#!AER-DAT2.0 no newline", "header never ends"),
     (HEADER + np.array([1 << 16, 5], dtype=">u4").tobytes(), "bits above 15"),
     (HEADER, "no DVS events"),
@@ -109,3 +110,9 @@ def test_bad_options_are_value_errors(tmp_path, options):
     write_dataset(tmp_path, per_class=2)
     with pytest.raises(ValueError):
         load_cifar10_dvs(tmp_path, **options)
+
+
+def test_header_without_version_line_is_accepted(tmp_path):
+    path = write_aedat(tmp_path / "b.aedat", [(dvs128_address(1, 2, 1), 7)], header=b"# recorded by jAER\r\n")
+    t, x, y, p = read_aedat2(path)
+    assert (t.tolist(), x.tolist(), y.tolist(), p.tolist()) == ([7], [1], [2], [1])

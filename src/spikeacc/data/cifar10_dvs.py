@@ -6,7 +6,7 @@ with a subfolder cifar10-dvs/, CIFAR10-DVS/ or cifar10_dvs/.
 
 AEDAT 2.0 (iniVation, "AEDAT 2.0" file-format page, docs.inivation.com/software/
 software-advanced-usage/file-formats/aedat-2.0.html): header lines starting with '#'
-(the first is the version line "#!AER-DAT2.0"), then events of a big-endian 32-bit
+(the first is normally the version line "#!AER-DAT2.0"), then events of a big-endian 32-bit
 address and a big-endian 32-bit timestamp in microseconds. The address is interpreted
 by the recording chip's class; CIFAR10-DVS was recorded with a DVS128, whose layout
 (the AEDAT 1.0 page's "DVS128" table, reused by 2.0) is
@@ -92,9 +92,13 @@ def read_aedat2(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _header_end(raw: bytes, path: Path) -> int:
-    """Byte offset of the first event, after the '#' header lines (version line required)."""
-    if not raw.startswith(b"#!AER-DAT2."):
-        raise DatasetError(f"{path}: no '#!AER-DAT2.x' header line, not an AEDAT 2.0 file. {HOW_TO_GET}")
+    """Byte offset of the first event, after the '#' header lines; a version line, if
+    present, must say 2.x."""
+    if not raw.startswith(b"#"):
+        raise DatasetError(f"{path}: no '#' header lines, not an AEDAT 2.0 file. {HOW_TO_GET}")
+    if raw.startswith(b"#!AER-DAT") and not raw.startswith(b"#!AER-DAT2."):
+        version = raw[len(b"#!AER-DAT"):].split(b"\n", 1)[0].strip().decode("ascii", "replace")
+        raise DatasetError(f"{path}: AEDAT version {version}, expected 2.x. {HOW_TO_GET}")
     offset = 0
     while raw.startswith(b"#", offset):
         newline = raw.find(b"\n", offset)
