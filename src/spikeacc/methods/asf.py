@@ -149,13 +149,14 @@ class ASF(Method):
         loss: "mse" (to one-hot, the paper's) or "ce".
         per_channel: one k per channel instead of per layer.
         k_every: re-estimate k every this many training steps (0: keep k = 1).
-        chunk: time steps simulated per batched window in the forward (None: all T).
+        chunk: time steps simulated per batched window in the forward (None: all T at
+            once; the default 10 bounds forward memory independently of T).
     """
 
     name = "asf"
 
     def __init__(self, T: int, v_th: float = 1.0, leak: float = 1.0, loss: str = "mse",
-                 per_channel: bool = False, k_every: int = 1, chunk: int | None = None) -> None:
+                 per_channel: bool = False, k_every: int = 1, chunk: int | None = 10) -> None:
         super().__init__(T)
         if loss not in LOSSES:
             raise ValueError(f"ASF loss must be one of {LOSSES}, got {loss!r}")
