@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spikeacc.methods.asf import ASF, accumulated_flow
+from spikeacc.methods.asf import ASF
 from spikeacc.models import build
 
 NAME = "asf"
@@ -47,23 +47,22 @@ class Setup:
         self.net = build("lenet5", (1, 28, 28), 10)
         self.method = ASF(T, chunk=chunk)
         self.x, self.y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-        self.inputs = self.method.inputs(self.net, self.x, self.y)
 
     def step(self) -> dict[str, float]:
         """One training step's phases in seconds, plus the bytes saved for backward."""
         self.net.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        o_in, counts = accumulated_flow(self.net, self.inputs, self.method.neuron, self.method.chunk)
+        flow = self.method.forward_flow(self.net, self.x, self.y)
         mid = time.perf_counter()
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
                                                       lambda t: t):
-            logits = self.method.equivalent_network(self.net, o_in, counts, update_k=True)
+            logits = self.method.equivalent_network(self.net, flow, update_k=True)
             loss = (logits - torch.nn.functional.one_hot(self.y, 10).to(logits.dtype)).pow(2).sum(1).mean()
         loss.backward()
         end = time.perf_counter()
         return {"forward_s": mid - start, "backward_s": end - mid, "step_s": end - start,
-                "saved_bytes": float(sum(saved)), "spikes_per_sample": float(sum(c.sum() for c in counts)) / len(self.y)}
+                "saved_bytes": float(sum(saved)), "spikes_per_sample": float(sum(c.sum() for c in flow.counts)) / len(self.y)}
 
 
 def measure(Ts: list[int], batch: int, chunk: int, repeats: int, warmup: int) -> dict[int, dict[str, float]]:

@@ -9,7 +9,8 @@ from torch import nn
 from spikeacc import methods
 from spikeacc.methods.asf import ASF, AdaptiveGain, accumulated_flow
 from spikeacc.methods.base import Inputs
-from spikeacc.models import MLP, ConvNet
+from spikeacc.models import MLP, ConvNet, SpikingNet, Synapse
+from spikeacc.neurons import LIF
 from spikeacc.neurons.if_neuron import IF
 
 
@@ -22,17 +23,34 @@ def _float64():
     torch.set_default_dtype(previous)
 
 
-def reference_counts(net, x_seq, v_th=1.0, leak=1.0):
-    """Straightforward per-step simulation, all layers per step: O_l per hidden layer."""
-    v_mems, counts = [0.0] * len(net.hidden), [0.0] * len(net.hidden)
+def if_step(v_prev, current, v_th, leak=1.0):
+    v = leak * v_prev + current
+    spike = (v >= v_th).to(v.dtype)
+    return v * (1 - spike), spike
+
+
+def reference_counts(net, x_seq, v_th=1.0, leak=1.0, pool_v_th=None):
+    """Straightforward per-step simulation, all layers per step: O_l per hidden layer, and
+    with ``pool_v_th`` also the counts of IF neurons after each AvgPool2d of spikes
+    (synapses 1.. of [*hidden, readout])."""
+    synapses = [*net.hidden, net.readout]
+    v_mems, counts = [0.0] * len(synapses), [0.0] * len(synapses)
+    pool_v, pool_counts = [0.0] * len(synapses), [None] * len(synapses)
     for x_t in x_seq:
         h = x_t
-        for layer, synapse in enumerate(net.hidden):
-            v = leak * v_mems[layer] + synapse(h)
-            h = (v >= v_th).to(v.dtype)
-            v_mems[layer] = v * (1 - h)
+        for layer, synapse in enumerate(synapses):
+            if pool_v_th is not None and layer > 0 and any(isinstance(m, nn.AvgPool2d) for m in synapse.pre):
+                pool_v[layer], h = if_step(pool_v[layer], synapse.pre(h), pool_v_th)
+                pool_counts[layer] = h if pool_counts[layer] is None else pool_counts[layer] + h
+                current = F.linear(h, synapse.op.weight, synapse.op.bias) if isinstance(synapse.op, nn.Linear) \
+                    else F.conv2d(h, synapse.op.weight, synapse.op.bias, padding=synapse.op.padding)
+            else:
+                current = synapse(h)
+            if layer == len(net.hidden):
+                break
+            v_mems[layer], h = if_step(v_mems[layer], current, v_th, leak)
             counts[layer] = counts[layer] + h
-    return counts
+    return (counts[:-1], pool_counts) if pool_v_th is not None else counts[:-1]
 
 
 def small_mlp(seed=0, sizes=(6, 5, 4), n_classes=3):
@@ -65,7 +83,8 @@ def test_forward_counts_equal_per_step_simulation(chunk, leak):
     net = small_mlp()
     torch.manual_seed(1)
     x = torch.rand(7, 4, 6)  # [T, B, features] sequence input
-    o_in, counts = accumulated_flow(net, Inputs(x, 7, net), IF(1.0, leak), chunk)
+    flow = accumulated_flow(net, Inputs(x, 7, net), IF(1.0, leak), chunk)
+    o_in, counts = flow.o_in, flow.counts
     expected = reference_counts(net, x, 1.0, leak)
     torch.testing.assert_close(o_in, x.sum(0), rtol=1e-14, atol=1e-14)
     for got, want in zip(counts, expected):
@@ -85,12 +104,23 @@ def test_forward_counts_conv_with_pooling_static_input():
     assert all(c.sum() > 0 for c in inference.spike_counts)
 
 
+def test_forward_counts_with_pooling_neurons():
+    torch.manual_seed(11)
+    net = ConvNet((1, 8, 8), (3, 4), 3)
+    x = torch.rand(7, 2, 1, 8, 8) * 2
+    flow = accumulated_flow(net, Inputs(x, 7, net), IF(0.5), 3, pool_neuron=IF(0.75))
+    counts, pool_counts = reference_counts(net, x, v_th=0.5, pool_v_th=0.75)
+    assert flow.pool_counts[0] is None and pool_counts[0] is None
+    for got, want in zip(flow.counts + flow.pool_counts[1:], counts + pool_counts[1:]):
+        assert torch.equal(got, want) and want.sum() > 0
+
+
 def test_accumulated_input_equals_sum_of_step_currents():
     """X_l = W O_{l-1} + T b equals sum_t (W s[t] + b) up to rounding (linear synapse)."""
     net = small_mlp()
     torch.manual_seed(3)
     x = torch.rand(9, 4, 6)
-    o_in, counts = accumulated_flow(net, Inputs(x, 9, net), IF(), None)
+    o_in = accumulated_flow(net, Inputs(x, 9, net), IF(), None).o_in
     step_sum = sum(net.hidden[0](x_t) for x_t in x)
     torch.testing.assert_close(net.hidden[0](o_in, bias_scale=9.0), step_sum, rtol=1e-12, atol=1e-12)
 
@@ -129,6 +159,60 @@ def test_backward_equals_hand_written_formula():
     assert g1.abs().sum() > 0 and g2.abs().sum() > 0
     stats = method.stats()
     assert stats[0]["k"] == pytest.approx(k1.item()) and stats[1]["k"] == pytest.approx(k2.item())
+
+
+def pooled_net():
+    """x [1, 4, 4] -> 1x1 conv (2 ch) -> IF -> [avgpool2, flatten] linear 8 -> 5 -> IF -> readout 3."""
+    torch.manual_seed(12)
+    hidden = [Synapse(nn.Conv2d(1, 2, 1)), Synapse(nn.Linear(8, 5), pre=[nn.AvgPool2d(2), nn.Flatten()])]
+    net = SpikingNet(hidden, Synapse(nn.Linear(5, 3)), LIF(), (1, 4, 4))
+    with torch.no_grad():
+        net.hidden[0].op.weight.copy_(torch.tensor([1.5, 0.9]).view(2, 1, 1, 1))
+        net.hidden[1].op.weight.mul_(4.0)
+    return net
+
+
+def pool_adjoint(grad_pooled):
+    """Backward of AvgPool2d(2) + Flatten: [B, 2*2*2] -> [B, 2, 4, 4], each pixel gets 1/4."""
+    return grad_pooled.view(-1, 2, 2, 2).repeat_interleave(2, 2).repeat_interleave(2, 3) / 4
+
+
+@pytest.mark.parametrize("pool_v_th", [None, 0.75])
+def test_backward_through_pooling_equals_hand_written_formula(pool_v_th):
+    net, T = pooled_net(), 10
+    x, y = torch.rand(3, 1, 4, 4), torch.tensor([2, 0, 1])
+    method = ASF(T=T, pool_v_th=pool_v_th)
+    method.loss_and_grad(net, x, y)
+
+    (W1, b1), (W2, b2), (Wo, bo) = [(s.op.weight.detach(), s.op.bias.detach()) for s in [*net.hidden, net.readout]]
+    counts = reference_counts(net, x.expand(T, *x.shape), pool_v_th=pool_v_th)
+    (O1, O2), Op = (counts[0], counts[1][1]) if pool_v_th else (counts, None)
+    O0 = T * x
+    X1 = W1.view(1, 2, 1, 1) * O0 + T * b1.view(1, 2, 1, 1)  # 1x1 convolution
+    P = F.avg_pool2d(O1, 2).flatten(1)
+    into2 = P if pool_v_th is None else Op
+    X2 = into2 @ W2.T + T * b2
+
+    def k_fit(x_acc, o_count, masked=True):
+        inside = x_acc >= o_count if masked else torch.ones_like(x_acc, dtype=torch.bool)
+        return 0.6 * o_count[inside].sum() / x_acc[inside].sum() + 0.4
+
+    k1, k2 = k_fit(X1, O1), k_fit(X2, O2)
+    logits = O2 @ Wo.T / T + bo
+    d_logits = 2 * (logits - F.one_hot(y, 3)) / len(y)
+    g2 = (d_logits @ Wo / T) * k2 * (X2 > 0)
+    d_into2 = g2 @ W2
+    d_P = d_into2 if pool_v_th is None else d_into2 * k_fit(P, Op, masked=False) * (P > 0)
+    g1 = pool_adjoint(d_P) * k1 * (X1 > 0)
+    expected = {
+        "readout.op.weight": d_logits.T @ O2 / T, "readout.op.bias": d_logits.sum(0),
+        "hidden.1.op.weight": g2.T @ into2, "hidden.1.op.bias": T * g2.sum(0),
+        "hidden.0.op.weight": (g1 * O0).sum((0, 2, 3)).view(2, 1, 1, 1), "hidden.0.op.bias": T * g1.sum((0, 2, 3)),
+    }
+    for name, param in net.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-10, atol=1e-12)
+    assert g1.abs().sum() > 0 and g2.abs().sum() > 0
+    assert [s["layer"] for s in method.stats()] == ["hidden.0", "hidden.1"] + (["pool.1"] if pool_v_th else [])
 
 
 def test_cross_entropy_loss_and_infer_logits():
@@ -195,7 +279,7 @@ def test_near_linear_if_network_matches_ann_gradient():
     x = torch.rand(6, 10) * 0.5 + 0.5
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     T = 3000
-    method = ASF(T=T)
+    method = ASF(T=T, chunk=None)
     got = asf_grads(net, method, x, y)
     ks = [torch.as_tensor(s["k"]) for s in method.stats()]
     assert all(s["fit_error"] < 0.05 for s in method.stats())
@@ -254,7 +338,8 @@ def test_k_schedule_every_n_steps():
 
 def test_registry_and_bad_options():
     assert isinstance(methods.get("asf", T=5, v_th=2.0), ASF)
-    for bad in ({"loss": "hinge"}, {"k_every": -1}, {"chunk": 0}, {"v_th": -1.0}, {"leak": 0.0}):
+    for bad in ({"loss": "hinge"}, {"k_every": -1}, {"chunk": 0}, {"v_th": -1.0}, {"leak": 0.0},
+                {"pool_v_th": 0.0}):
         with pytest.raises(ValueError):
             ASF(T=5, **bad)
 

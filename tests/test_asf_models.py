@@ -9,8 +9,8 @@ from spikeacc.models import MODELS, build
 
 TINY = {  # name: (sample_shape, small widths)
     "lenet5": ((1, 28, 28), (2, 3, 8)),
-    "vgg7": ((3, 32, 32), (2, 2, 3, 3, 3, 8)),
-    "dvs-conv": ((2, 64, 64), (2, 3, 4, 8)),
+    "vgg7": ((3, 16, 16), (2, 2, 3, 3, 3, 8)),
+    "dvs-conv": ((2, 32, 32), (2, 3, 4, 8)),
 }
 
 
@@ -56,3 +56,17 @@ def test_every_method_trains_paper_models(method, name):
     inference = trainer.infer(net, x)
     assert inference.logits.shape == (3, 4)
     assert [c.shape for c in inference.spike_counts] == [(3,)] * len(net.hidden)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_asf_with_pooling_neurons_trains_paper_models(name):
+    shape, widths = TINY[name]
+    torch.manual_seed(0)
+    net = build(name, shape, 4, hidden=widths)
+    x = torch.rand(2, 3, *shape) if name == "dvs-conv" else torch.rand(3, *shape)  # T = 2 != batch 3
+    trainer = methods.get("asf", T=2, pool_v_th=0.75)
+    loss, _ = trainer.step(net, torch.optim.SGD(net.parameters(), lr=0.1), x, torch.tensor([1, 3, 0]))
+    assert torch.isfinite(loss)
+    pools = [s["layer"] for s in trainer.stats() if s["layer"].startswith("pool")]
+    assert pools == {"lenet5": ["pool.1", "pool.2"], "vgg7": ["pool.2", "pool.5"],
+                     "dvs-conv": ["pool.1", "pool.2", "pool.3"]}[name]

@@ -11,10 +11,14 @@ with O_0 = sum_t x[t] (the accumulated input). The synapse is linear, so X_l is 
 once from the counts instead of being summed step by step (the two differ by float
 rounding only); a bias is a constant current added every step, hence T b_l. Parameter-
 free pre-ops of a synapse (AvgPool2d, Flatten) are linear too: a pool + conv synapse
-has X_l = W_l pool(O_{l-1}) + T b_l, i.e. spiking average pooling pools the spike counts
-and its backward is the pooling's adjoint. (The authors' code additionally places IF
-neurons with threshold 0.75 after each pooling; here pooling stays a linear pre-op of
-the next synapse, as in every SpikingNet.)
+has X_l = W_l pool(O_{l-1}) + T b_l, i.e. average pooling of spikes pools the spike
+counts and its backward is the pooling's adjoint (the default).
+
+Spiking average pooling as in the authors' code (option ``pool_v_th``, 0.75 there): IF
+neurons with threshold ``pool_v_th`` follow every AvgPool2d pre-op that pools spikes (all
+synapses but the first, the readout included); that pooling stage has P = pool(O_{l-1}),
+its own counts O_p and its own k, fitted over all elements (the authors' code fits
+pooling stages without the X >= O mask), and X_l = W_l O_p + T b_l.
 
 Adaptive linear estimation (the paper's "equivalent network"): O_l ~ k_l X_l where
 X_l > 0, with k_l fitted on the batch over the elements with X >= O,
@@ -40,8 +44,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..models import SpikingNet
+from ..models import SpikingNet, Synapse
 from ..neurons.if_neuron import IF
 from .base import Inference, Inputs, Method, replace_grad
 
@@ -59,6 +64,7 @@ class AdaptiveGain:
     """
 
     per_channel: bool = False
+    masked: bool = True
     smoothing: float = 0.6
     k: torch.Tensor | None = None
     k_hat: torch.Tensor | None = None
@@ -75,11 +81,11 @@ class AdaptiveGain:
         return k.view(1, -1, *[1] * (like.dim() - 2)) if self.per_channel else k
 
     def estimate(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> torch.Tensor:
-        """k_hat = sum O / sum X over elements with X >= O; 1 where sum X < 1e-3 (as the
-        authors' code), x_acc, o_count [B, ...]."""
+        """k_hat = sum O / sum X over elements with X >= O (all elements unless ``masked``);
+        1 where sum X < 1e-3 (as the authors' code), x_acc, o_count [B, ...]."""
         if self.per_channel and x_acc.dim() < 2:
             raise ValueError(f"per-channel k needs [B, C, ...] values, got shape {tuple(x_acc.shape)}")
-        inside = (x_acc >= o_count).to(x_acc.dtype)
+        inside = (x_acc >= o_count).to(x_acc.dtype) if self.masked else torch.ones_like(x_acc)
         num, den = self._reduce(o_count * inside), self._reduce(x_acc * inside)
         return torch.where(den < 1e-3, torch.ones_like(den), num / den.clamp_min(1e-3))
 
@@ -102,43 +108,78 @@ class AdaptiveGain:
         residual = torch.linalg.vector_norm((o_count - k_x)[active])
         self.fit_error = float(residual / torch.linalg.vector_norm(o_count[active]).clamp_min(1.0))
 
-    def stats(self) -> dict:
+    def stats(self, layer: str) -> dict:
         k = 1.0 if self.k is None else self.k.tolist()
         k_hat = None if self.k_hat is None else self.k_hat.tolist()
-        return {"k": k, "k_hat": k_hat, "fit_error": self.fit_error, "updates": self.updates}
+        return {"layer": layer, "k": k, "k_hat": k_hat, "fit_error": self.fit_error, "updates": self.updates}
+
+
+@dataclass
+class Flow:
+    """Accumulated values of one forward window, each [B, ...]: O_0 = sum_t x[t], the
+    spike counts O_l of the hidden layers, and per synapse of [*hidden, readout] the
+    counts of its pooling neurons (None where it has none)."""
+
+    o_in: torch.Tensor
+    counts: list[torch.Tensor]
+    pool_counts: list[torch.Tensor | None]
+
+
+def pooling_sites(net: SpikingNet, pool_neuron: IF | None) -> list[bool]:
+    """Per synapse of [*hidden, readout]: are IF neurons placed after its AvgPool2d pre-op?
+    Only where the pooled values are spikes (not the first synapse)."""
+    synapses = [*net.hidden, net.readout]
+    if pool_neuron is None:
+        return [False] * len(synapses)
+    return [i > 0 and any(isinstance(m, nn.AvgPool2d) for m in s.pre) for i, s in enumerate(synapses)]
 
 
 @torch.no_grad()
-def accumulated_flow(net: SpikingNet, inputs: Inputs, neuron: IF, chunk: int | None = None
-                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run the IF network for T steps without a graph: (O_0 = sum_t x[t] [B, ...],
-    spike counts O_l per hidden layer [B, ...]).
+def accumulated_flow(net: SpikingNet, inputs: Inputs, neuron: IF, chunk: int | None = None,
+                     pool_neuron: IF | None = None) -> Flow:
+    """Run the IF network for T steps without a graph and accumulate its Flow.
 
     Time is processed in windows of ``chunk`` steps (None: all T at once); inside a
     window each layer is one batched product over all its steps, and the membranes
     carry over between windows, so forward memory is O(chunk) instead of O(T).
+    ``pool_neuron``: IF neurons after the poolings of spikes (module docstring).
     """
-    T = inputs.T
+    T, pooled = inputs.T, pooling_sites(net, pool_neuron)
     chunk = T if chunk is None else chunk
-    v_mems: list[torch.Tensor | None] = [None] * len(net.hidden)
-    counts: list[torch.Tensor | float] = [0.0] * len(net.hidden)
+    synapses = [*net.hidden, net.readout] if pooled[-1] else list(net.hidden)
+    v_mems: list[torch.Tensor | None] = [None] * len(synapses)
+    pool_v_mems: list[torch.Tensor | None] = [None] * len(synapses)
+    counts: list = [0.0] * len(net.hidden)
+    pool_counts: list = [0.0 if site else None for site in pooled]
     o_in: torch.Tensor | float = 0.0
     for start in range(0, T, chunk):
         steps = min(chunk, T - start)
         if inputs.static:  # the same input every step: one product, broadcast over steps
             o_in = o_in + steps * inputs.x
-            h, constant = inputs.x.unsqueeze(0), True  # [1, B, ...]
+            h = inputs.x.unsqueeze(0)  # [1, B, ...]
         else:
-            h, constant = inputs.x[start:start + steps], False  # [S, B, ...]
+            h = inputs.x[start:start + steps]  # [S, B, ...]
             o_in = o_in + h.sum(0)
-        for layer, synapse in enumerate(net.hidden):
-            current = synapse(h.reshape(-1, *h.shape[2:]))  # [S*B, ...] (or [B, ...])
-            current = current.reshape(h.shape[0], -1, *current.shape[1:])
-            if constant:
-                current, constant = current.expand(steps, *current.shape[1:]), False
+        for layer, synapse in enumerate(synapses):
+            if pooled[layer]:
+                pooled_in = _steps(synapse.pre, h)  # [S, B, ...]
+                h, pool_v_mems[layer] = pool_neuron.run(pooled_in, pool_v_mems[layer])
+                pool_counts[layer] = pool_counts[layer] + h.sum(0)
+                if layer == len(net.hidden):  # the readout's pooling: nothing spikes after it
+                    break
+                synapse = Synapse(synapse.op)  # the same weights, without the pre-ops
+            current = _steps(synapse, h)
+            if current.shape[0] != steps:  # static input: one product for every step
+                current = current.expand(steps, *current.shape[1:])
             h, v_mems[layer] = neuron.run(current, v_mems[layer])  # [S, B, ...]
             counts[layer] = counts[layer] + h.sum(0)
-    return o_in, counts
+    return Flow(o_in, counts, pool_counts)
+
+
+def _steps(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Apply a per-sample module to [S, B, ...] as one batch of S*B samples."""
+    out = module(h.reshape(-1, *h.shape[2:]))
+    return out.reshape(h.shape[0], -1, *out.shape[1:])
 
 
 class ASF(Method):
@@ -147,16 +188,19 @@ class ASF(Method):
     Options (``methods.get("asf", T, **options)``):
         v_th: IF threshold (paper: 1 for MNIST, 2 for CIFAR-10); leak: IF leak in (0, 1].
         loss: "mse" (to one-hot, the paper's) or "ce".
-        per_channel: one k per channel instead of per layer.
+        per_channel: one k per channel (dim 1 of a layer's output) instead of per layer.
         k_every: re-estimate k every this many training steps (0: keep k = 1).
         chunk: time steps simulated per batched window in the forward (None: all T at
             once; the default 10 bounds forward memory independently of T).
+        pool_v_th: threshold of IF neurons after each pooling of spikes (the authors'
+            spiking average pooling, 0.75 in their code); None pools counts linearly.
     """
 
     name = "asf"
 
     def __init__(self, T: int, v_th: float = 1.0, leak: float = 1.0, loss: str = "mse",
-                 per_channel: bool = False, k_every: int = 1, chunk: int | None = 10) -> None:
+                 per_channel: bool = False, k_every: int = 1, chunk: int | None = 10,
+                 pool_v_th: float | None = None) -> None:
         super().__init__(T)
         if loss not in LOSSES:
             raise ValueError(f"ASF loss must be one of {LOSSES}, got {loss!r}")
@@ -165,43 +209,52 @@ class ASF(Method):
         if chunk is not None and (int(chunk) != chunk or chunk <= 0):
             raise ValueError(f"ASF chunk must be a positive integer or None, got {chunk}")
         self.neuron = IF(v_th, leak)
+        self.pool_neuron = None if pool_v_th is None else IF(pool_v_th)
         self.loss, self.per_channel = loss, per_channel
         self.k_every, self.chunk = int(k_every), chunk
-        self.gains: list[AdaptiveGain] = []
+        self.gains: list[AdaptiveGain] = []  # one per hidden layer
+        self.pool_gains: list[AdaptiveGain | None] = []  # one per synapse of [*hidden, readout]
         self.train_steps = 0
 
-    def _gains_for(self, net: SpikingNet) -> list[AdaptiveGain]:
+    def _prepare(self, net: SpikingNet) -> None:
         if len(self.gains) != len(net.hidden):
             self.gains = [AdaptiveGain(self.per_channel) for _ in net.hidden]
-        return self.gains
+            self.pool_gains = [AdaptiveGain(self.per_channel, masked=False) if site else None
+                               for site in pooling_sites(net, self.pool_neuron)]
 
     def stats(self) -> list[dict]:
-        """Per hidden layer: k in use, last k_hat, fit error of O vs kX, number of updates."""
-        return [gain.stats() for gain in self.gains]
+        """Per hidden layer ("hidden.i"), then per pooling stage ("pool.i", before synapse i):
+        k in use, last k_hat, fit error of O vs kX, number of k updates."""
+        hidden = [gain.stats(f"hidden.{i}") for i, gain in enumerate(self.gains)]
+        return hidden + [gain.stats(f"pool.{i}") for i, gain in enumerate(self.pool_gains) if gain]
 
-    def readout(self, net: SpikingNet, o_last: torch.Tensor) -> torch.Tensor:
-        """y = W_out O_L / (V_th T) + b_out, [B, K]."""
-        scale = self.neuron.v_th * self.T
-        return net.readout(o_last, bias_scale=scale) / scale
+    def forward_flow(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor | None = None) -> Flow:
+        """The no-graph T-step simulation of this method's network."""
+        self._prepare(net)
+        return accumulated_flow(net, self.inputs(net, x, y), self.neuron, self.chunk, self.pool_neuron)
 
-    def equivalent_network(self, net: SpikingNet, o_in: torch.Tensor, counts: list[torch.Tensor],
-                           update_k: bool) -> torch.Tensor:
+    def equivalent_network(self, net: SpikingNet, flow: Flow, update_k: bool) -> torch.Tensor:
         """The graph pass on accumulated values: logits [B, K] whose backward is ASF-BP's."""
-        h = o_in  # O_0 [B, ...]
-        for synapse, gain, o_count in zip(net.hidden, self._gains_for(net), counts):
-            x_acc = synapse(h, bias_scale=float(self.T))  # X_l = W O_{l-1} + T b  [B, ...]
-            x_value = x_acc.detach()
-            if update_k:
-                gain.update(x_value, o_count)
-            gain.record_fit(x_value, o_count)
-            h = replace_grad(o_count, gain.gain(x_value) * x_acc)
-        return self.readout(net, h)
+        h, scale = flow.o_in, self.neuron.v_th * self.T  # O_0 [B, ...]
+        for i, synapse in enumerate(net.hidden):
+            x_acc = self._synapse(net, i, h, flow, float(self.T), update_k)  # X_l [B, ...]
+            h = _estimated(self.gains[i], x_acc, flow.counts[i], update_k)  # O_l, grad k 1[X > 0]
+        return self._synapse(net, len(net.hidden), h, flow, scale, update_k) / scale
+
+    def _synapse(self, net: SpikingNet, i: int, h: torch.Tensor, flow: Flow, bias_scale: float,
+                 update_k: bool) -> torch.Tensor:
+        """Synapse i of [*hidden, readout] on counts h: W pre(h) + bias_scale b, or with a
+        spiking pooling stage, W O_p + bias_scale b."""
+        synapse = [*net.hidden, net.readout][i]
+        if self.pool_gains[i] is None:
+            return synapse(h, bias_scale=bias_scale)
+        pooled = _estimated(self.pool_gains[i], synapse.pre(h), flow.pool_counts[i], update_k)
+        return Synapse(synapse.op)(pooled, bias_scale=bias_scale)
 
     def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = self.inputs(net, x, y)
-        o_in, counts = accumulated_flow(net, inputs, self.neuron, self.chunk)
+        flow = self.forward_flow(net, x, y)
         update_k = self.k_every > 0 and self.train_steps % self.k_every == 0
-        logits = self.equivalent_network(net, o_in, counts, update_k)
+        logits = self.equivalent_network(net, flow, update_k)
         self.train_steps += 1
         if self.loss == "mse":
             target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
@@ -213,7 +266,22 @@ class ASF(Method):
 
     @torch.no_grad()
     def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
-        o_in, counts = accumulated_flow(net, self.inputs(net, x), self.neuron, self.chunk)
-        o_last = counts[-1] if counts else o_in
-        per_sample = [c.reshape(c.shape[0], -1).sum(1) for c in counts]
-        return Inference(self.readout(net, o_last), per_sample)
+        """Logits y = W_out O_L / (V_th T) + b_out (through the readout's pooling neurons
+        with ``pool_v_th``) and spikes per sample of each hidden layer (pooling neurons'
+        spikes are not counted)."""
+        flow = self.forward_flow(net, x)
+        h, scale = (flow.counts[-1] if flow.counts else flow.o_in), self.neuron.v_th * self.T
+        readout = net.readout
+        if flow.pool_counts[-1] is not None:
+            h, readout = flow.pool_counts[-1], Synapse(net.readout.op)
+        per_sample = [c.reshape(c.shape[0], -1).sum(1) for c in flow.counts]
+        return Inference(readout(h, bias_scale=scale) / scale, per_sample)
+
+
+def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool) -> torch.Tensor:
+    """O in forward, k 1[X > 0] dX in backward (k refitted first when ``update_k``)."""
+    x_value = x_acc.detach()
+    if update_k:
+        gain.update(x_value, o_count)
+    gain.record_fit(x_value, o_count)
+    return replace_grad(o_count, gain.gain(x_value) * x_acc)
