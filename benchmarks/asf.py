@@ -61,8 +61,9 @@ class Setup:
             loss = (logits - torch.nn.functional.one_hot(self.y, 10).to(logits.dtype)).pow(2).sum(1).mean()
         loss.backward()
         end = time.perf_counter()
+        spikes = float(sum(c.sum() for c in flow.counts)) / len(self.y)
         return {"forward_s": mid - start, "backward_s": end - mid, "step_s": end - start,
-                "saved_bytes": float(sum(saved)), "spikes_per_sample": float(sum(c.sum() for c in flow.counts)) / len(self.y)}
+                "saved_bytes": float(sum(saved)), "spikes_per_sample": spikes}
 
 
 def measure(Ts: list[int], batch: int, chunk: int, repeats: int, warmup: int) -> dict[int, dict[str, float]]:

@@ -35,8 +35,8 @@ the gradient is
 
 so backward time and memory do not depend on T. The readout is non-spiking,
 y = W_out O_L / (V_th T) + b_out, trained with MSE to the one-hot label (the paper's
-loss; per-sample squared error summed over classes, averaged over the batch) or with
-cross-entropy.
+loss; per-sample squared error summed over classes, averaged over the batch, where the
+authors' code also sums over the batch, a mere rescaling) or with cross-entropy.
 """
 from __future__ import annotations
 
