@@ -96,6 +96,7 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 def machine() -> dict:
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "device": "cpu",
+            "load_average_1min": os.getloadavg()[0],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -122,7 +123,8 @@ def report(results: dict[int, dict[str, float]], settings: dict) -> tuple[dict, 
     min_ratio = results[high]["min_backward_s"] / results[low]["min_backward_s"]
     lines = [f"# ASF-BP: cost per training step versus T ({settings['model']}, batch {settings['batch']})", "",
              f"Machine: {payload['machine']['cpu_count']} CPUs, {payload['machine']['torch_threads']} torch threads, "
-             f"torch {payload['machine']['torch']}, {payload['machine']['date']}. Medians of {settings['repeats']} "
+             f"torch {payload['machine']['torch']}, load average {payload['machine']['load_average_1min']:.1f} "
+             f"when done, {payload['machine']['date']}. Medians of {settings['repeats']} "
              f"round-robin rounds; forward simulated {settings['chunk']} steps per batched window.", "",
              "| T | forward ms (min) | backward ms (min) | step ms | saved for backward MiB | spikes / sample |",
              "|---|---|---|---|---|---|", *rows, "",
