@@ -145,3 +145,95 @@ def build(name: str, sample_shape: tuple[int, ...], n_classes: int, neuron: LIF 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name](tuple(sample_shape), n_classes, neuron or LIF(), tuple(hidden))
+
+
+# Conv nets of the ASF-BP paper (Wu et al., AAAI 2021; authors' code neural-lab/ASF-BP).
+# Pooling is AvgPool2d as a pre-op of the next synapse (linear in the spike counts);
+# convolutions have no bias, as in the authors' code; weights are He-normal
+# N(0, 2 / fan_in) like theirs.
+
+def _he_normal(net: SpikingNet) -> SpikingNet:
+    with torch.no_grad():
+        for synapse in [*net.hidden, net.readout]:
+            synapse.op.weight.normal_(0.0, math.sqrt(2.0 / synapse.fan_in))
+            if synapse.op.bias is not None:
+                synapse.op.bias.zero_()
+    return net
+
+
+def _conv_stack(c_in: int, stages: Sequence[Sequence[int]], first_pre: Sequence[nn.Module] = (),
+                kernel: int = 3) -> tuple[list[Synapse], int]:
+    """Bias-free 'same' convolutions; each stage after the first starts with AvgPool2d(2)."""
+    synapses, prev = [], c_in
+    for s, stage in enumerate(stages):
+        for i, ch in enumerate(stage):
+            pre = (list(first_pre) if s == 0 else [nn.AvgPool2d(2)]) if i == 0 else []
+            synapses.append(Synapse(nn.Conv2d(prev, ch, kernel, padding=kernel // 2, bias=False), pre=pre))
+            prev = ch
+    return synapses, prev
+
+
+def _conv_head(synapses: list[Synapse], channels: int, side: tuple[int, int], fc: int,
+               n_classes: int, neuron: LIF | None, in_shape: tuple[int, int, int]) -> SpikingNet:
+    """avgpool2 -> flatten -> fc -> neuron -> readout, after a conv stack ending at ``side``."""
+    height, width = side[0] // 2, side[1] // 2
+    if min(height, width) < 1:
+        raise ValueError(f"input {in_shape[1]}x{in_shape[2]} too small for this network's poolings")
+    synapses.append(Synapse(nn.Linear(channels * height * width, fc), pre=[nn.AvgPool2d(2), nn.Flatten()]))
+    return _he_normal(SpikingNet(synapses, Synapse(nn.Linear(fc, n_classes)), neuron or LIF(), in_shape))
+
+
+def LeNet5(in_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10, neuron: LIF | None = None,
+           widths: Sequence[int] = (20, 50, 200)) -> SpikingNet:
+    """conv5x5(20) -> [avgpool2] conv5x5(50) -> [avgpool2, flatten] fc(200) -> readout
+    (the ASF-BP MNIST network); ``widths`` = (conv1, conv2, fc)."""
+    _check_positive("LeNet5 shape and widths", [*in_shape, *widths, n_classes])
+    if len(widths) != 3:
+        raise ValueError(f"LeNet5 widths are (conv1, conv2, fc), got {list(widths)}")
+    synapses, prev = _conv_stack(in_shape[0], [[widths[0]], [widths[1]]], kernel=5)
+    side = (in_shape[1] // 2, in_shape[2] // 2)
+    return _conv_head(synapses, prev, side, widths[2], n_classes, neuron, tuple(in_shape))
+
+
+def VGG7(in_shape: tuple[int, int, int] = (3, 32, 32), n_classes: int = 10, neuron: LIF | None = None,
+         widths: Sequence[int] = (64, 64, 128, 128, 128, 1024)) -> SpikingNet:
+    """conv3x3 64, 64 -> [avgpool2] conv3x3 128, 128, 128 -> [avgpool2, flatten] fc(1024)
+    -> readout (the ASF-BP CIFAR-10 network, bias-free convolutions; the authors' code
+    max-pools the second time, here both poolings average)."""
+    _check_positive("VGG7 shape and widths", [*in_shape, *widths, n_classes])
+    if len(widths) != 6:
+        raise ValueError(f"VGG7 widths are (conv1..conv5, fc), got {list(widths)}")
+    synapses, prev = _conv_stack(in_shape[0], [widths[:2], widths[2:5]])
+    side = (in_shape[1] // 2, in_shape[2] // 2)
+    return _conv_head(synapses, prev, side, widths[5], n_classes, neuron, tuple(in_shape))
+
+
+def DVSConvNet(in_shape: tuple[int, int, int] = (2, 128, 128), n_classes: int = 10,
+               neuron: LIF | None = None, widths: Sequence[int] = (32, 64, 128, 256),
+               input_pool: int | None = None) -> SpikingNet:
+    """Event frames: [avgpool input_pool] conv3x3 32 -> [avgpool2] conv3x3 64 -> [avgpool2]
+    conv3x3 128 -> [avgpool2, flatten] fc(256) -> readout. ``input_pool`` (default
+    max(1, H // 32)) averages the input frames down to at most ~32x32 first;
+    ``widths`` = (conv channels..., fc)."""
+    _check_positive("DVSConvNet shape and widths", [*in_shape, *widths, n_classes])
+    if len(widths) < 2:
+        raise ValueError(f"DVSConvNet widths are (conv channels..., fc), got {list(widths)}")
+    pool = max(1, in_shape[1] // 32) if input_pool is None else input_pool
+    _check_positive("DVSConvNet input_pool", [pool])
+    first_pre = [nn.AvgPool2d(pool)] if pool > 1 else []
+    synapses, prev = _conv_stack(in_shape[0], [[ch] for ch in widths[:-1]], first_pre)
+    shrink = pool * 2 ** (len(widths) - 2)
+    side = (in_shape[1] // shrink, in_shape[2] // shrink)
+    return _conv_head(synapses, prev, side, widths[-1], n_classes, neuron, tuple(in_shape))
+
+
+def _image_model(name: str, factory):
+    def build_model(sample_shape: tuple[int, ...], n_classes: int, neuron: LIF, hidden: Sequence[int]) -> SpikingNet:
+        if len(sample_shape) != 3:
+            raise ValueError(f"model {name!r} needs image samples [C, H, W], got shape {sample_shape}")
+        return factory(tuple(sample_shape), n_classes, neuron, *([tuple(hidden)] if hidden else []))
+    return build_model
+
+
+MODELS.update({"lenet5": _image_model("lenet5", LeNet5), "vgg7": _image_model("vgg7", VGG7),
+               "dvs-conv": _image_model("dvs-conv", DVSConvNet)})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .asf import ASF
 from .base import Inference, Method, spiking_inference
 from .bptt import BPTT
 from .ottt import OTTT
@@ -16,6 +17,7 @@ _REGISTRY: dict[str, Callable[..., Method]] = {
     "sr": SpikeRepresentation,
     "saf-e": SAFE,
     "saf-f": SAFF,
+    "asf": ASF,
 }
 
 

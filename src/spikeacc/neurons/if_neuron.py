@@ -1,0 +1,54 @@
+"""Integrate-and-fire neuron with hard reset, the neuron of ASF-BP (Wu et al., AAAI 2021;
+methods.md "ASF-BP").
+
+    v[t] = leak * v_reset[t-1] + I[t],   s[t] = H(v[t] - V_th),   v_reset[t] = v[t] (1 - s[t])
+
+``leak = 1`` is the plain IF neuron (the paper's default); ``leak < 1`` gives a leaky
+IF neuron with hard reset (the authors' code applies the leak after the reset, as here).
+A spike is emitted when v[t] >= V_th (the library's H(0) = 1; the authors' code uses a
+strict >, which differs only when the membrane lands exactly on the threshold).
+
+ASF-BP never differentiates through the neuron, so it is simulated without a graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class IF:
+    """Hyperparameters and no-graph dynamics of the (leaky) IF neuron with hard reset.
+
+    Args:
+        v_th: firing threshold (> 0).
+        leak: membrane retention per step in (0, 1]; 1 is the non-leaky IF neuron.
+    """
+
+    v_th: float = 1.0
+    leak: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.v_th > 0.0:
+            raise ValueError(f"IF v_th must be > 0, got {self.v_th}")
+        if not 0.0 < self.leak <= 1.0:
+            raise ValueError(f"IF leak must be in (0, 1], got {self.leak}")
+
+    @torch.no_grad()
+    def run(self, current: torch.Tensor, v_mem: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Simulate len(current) steps: current [S, B, ...] -> (spikes [S, B, ...],
+        membrane after the last step [B, ...]). ``v_mem`` continues a previous window
+        (None: from rest, v = 0)."""
+        if current.dim() < 2:
+            raise ValueError(f"IF.run needs current [steps, batch, ...], got shape {tuple(current.shape)}")
+        v_mem = torch.zeros_like(current[0]) if v_mem is None else v_mem.clone()
+        spikes = torch.empty_like(current)
+        for t, current_t in enumerate(current):
+            if self.leak != 1.0:
+                v_mem.mul_(self.leak)
+            v_mem.add_(current_t)
+            torch.ge(v_mem, self.v_th, out=spikes[t])  # s[t] = H(v[t] - V_th)
+            v_mem.mul_(1.0 - spikes[t])  # hard reset to 0
+        return spikes, v_mem

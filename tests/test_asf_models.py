@@ -1,0 +1,72 @@
+"""The ASF-BP paper's networks (models.py: lenet5, vgg7, dvs-conv) with every method."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikeacc import methods
+from spikeacc.models import MODELS, build
+
+TINY = {  # name: (sample_shape, small widths)
+    "lenet5": ((1, 28, 28), (2, 3, 8)),
+    "vgg7": ((3, 16, 16), (2, 2, 3, 3, 3, 8)),
+    "dvs-conv": ((2, 32, 32), (2, 3, 4, 8)),
+}
+
+
+@pytest.mark.parametrize("name, shape, layers, flat", [
+    ("lenet5", (1, 28, 28), 3, 50 * 7 * 7),
+    ("vgg7", (3, 32, 32), 6, 128 * 8 * 8),
+    ("dvs-conv", (2, 128, 128), 4, 128 * 4 * 4),
+])
+def test_paper_shapes(name, shape, layers, flat):
+    net = build(name, shape, 10)
+    assert len(net.hidden) == layers and net.hidden[-1].op.in_features == flat
+    assert all(s.op.bias is None for s in net.hidden if isinstance(s.op, torch.nn.Conv2d))
+    out = torch.rand(2, *shape)
+    for synapse in net.hidden:
+        out = synapse(out)
+    assert net.readout(out).shape == (2, 10)
+
+
+def test_bad_shapes_are_value_errors():
+    for name in TINY:
+        with pytest.raises(ValueError):
+            build(name, (784,), 10)
+        with pytest.raises(ValueError):
+            build(name, (1, 3, 3), 10)
+    with pytest.raises(ValueError):
+        build("vgg7", (3, 32, 32), 10, hidden=(4, 4))
+
+
+@pytest.mark.parametrize("method", methods.names())
+@pytest.mark.parametrize("name", list(TINY))
+def test_every_method_trains_paper_models(method, name):
+    assert name in MODELS
+    shape, widths = TINY[name]
+    torch.manual_seed(0)
+    net = build(name, shape, 4, hidden=widths)
+    T = 2  # batch 3 != T: base.Inputs reads [T, 1*28*28...] as a sequence when B == T and C == 1
+    x = torch.rand(T, 3, *shape) if name == "dvs-conv" else torch.rand(3, *shape)
+    y = torch.tensor([1, 3, 0])
+    trainer = methods.get(method, T=T)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss, logits = trainer.step(net, optimizer, x, y)
+    assert torch.isfinite(loss) and logits.shape == (3, 4)
+    inference = trainer.infer(net, x)
+    assert inference.logits.shape == (3, 4)
+    assert [c.shape for c in inference.spike_counts] == [(3,)] * len(net.hidden)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_asf_with_pooling_neurons_trains_paper_models(name):
+    shape, widths = TINY[name]
+    torch.manual_seed(0)
+    net = build(name, shape, 4, hidden=widths)
+    x = torch.rand(2, 3, *shape) if name == "dvs-conv" else torch.rand(3, *shape)  # T = 2 != batch 3
+    trainer = methods.get("asf", T=2, pool_v_th=0.75)
+    loss, _ = trainer.step(net, torch.optim.SGD(net.parameters(), lr=0.1), x, torch.tensor([1, 3, 0]))
+    assert torch.isfinite(loss)
+    pools = [s["layer"] for s in trainer.stats() if s["layer"].startswith("pool")]
+    assert pools == {"lenet5": ["pool.1", "pool.2"], "vgg7": ["pool.2", "pool.5"],
+                     "dvs-conv": ["pool.1", "pool.2", "pool.3"]}[name]
