@@ -1,0 +1,146 @@
+"""Command line: ``spikeacc train ...`` and ``spikeacc bench ...``.
+
+Errors from bad arguments or bad data files print one line
+``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf) exits 3.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single ``spikeacc: error: ...`` line (exit 2)."""
+
+    def error(self, message: str):
+        fail(message)
+
+
+def fail(message: str, code: int = EXIT_USAGE):
+    sys.stderr.write(f"spikeacc: error: {message}\n")
+    sys.exit(code)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """"800" or "16,32" -> (800,) or (16, 32)."""
+    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import encoders, methods
+    from .data import DATASETS
+    from .models import MODELS
+
+    parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench}")
+    train = commands.add_parser("train", help="train one method on one dataset",
+                                description="Train a spiking network; writes metrics.json, curves.png, "
+                                            "raster.png and checkpoint.pt into --out.")
+    train.add_argument("--method", default="saf-f", choices=methods.names())
+    train.add_argument("--dataset", default="digits", choices=list(DATASETS))
+    train.add_argument("--model", default="mlp", choices=list(MODELS))
+    train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
+                       help="hidden layer widths (mlp) or channels (conv nets); default: the model's")
+    train.add_argument("--T", type=positive_int, default=6, help="time steps (default 6)")
+    train.add_argument("--epochs", type=positive_int, default=5)
+    train.add_argument("--batch-size", type=positive_int, default=128)
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
+                       help="input coding (default: direct; frames for event datasets)")
+    train.add_argument("--out", default="runs/default", help="run directory (default runs/default)")
+    train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--data-dir", default=None,
+                       help="dataset directory (default $SPIKEACC_DATA, then the dataset's system path)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                       help="train on a seeded random N samples")
+    train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                       help="test on a seeded random N samples")
+    bench = commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .report import plot_curves, save_raster
+    from .trainer import TrainConfig, Trainer, TrainingDiverged, batches
+
+    options = {key: value for key, value in vars(args).items() if key != "command"}
+    config = TrainConfig(**options)
+    try:
+        trainer = Trainer(config)
+        print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
+              f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
+              f"device {trainer.device}, out {config.out}", flush=True)
+        trainer.run()
+    except (ValueError, DatasetError) as err:
+        fail(str(err))
+    except TrainingDiverged as err:
+        fail(str(err), EXIT_DIVERGED)
+    out = Path(config.out)
+    plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
+    x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))
+    raster = out / "raster.png"
+    if save_raster(trainer.net, trainer.method, trainer.encoder(x.to(trainer.device)), raster,
+                   f"{config.method}: hidden spikes of test sample {int(trainer.test_idx[0])}"):
+        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'}, {raster}")
+    else:
+        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'} (no raster: {config.method} is not LIF-based)")
+    return 0
+
+
+def benchmarks_root() -> Path | None:
+    """The source checkout holding benchmarks/: the repository of this package, else the cwd."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "benchmarks" / "__main__.py").is_file():
+            return root
+    return None
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    root = benchmarks_root()
+    if root is None:
+        fail("benchmarks/ not found (it ships with the source repository, not the installed package); "
+             "run `spikeacc bench` from a checkout of spikeacc")
+    env = dict(os.environ)
+    if (root / "src" / "spikeacc").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root, env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_train(args) if args.command == "train" else run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
