@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="test on a seeded random N samples")
-    bench = commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed on to python -m benchmarks")
+    commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
+                                      "further arguments are passed on")
     return parser
 
 
@@ -126,7 +126,7 @@ def benchmarks_root() -> Path | None:
     return None
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(extra: Sequence[str]) -> int:
     root = benchmarks_root()
     if root is None:
         fail("benchmarks/ not found (it ships with the source repository, not the installed package); "
@@ -134,12 +134,17 @@ def run_bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if (root / "src" / "spikeacc").is_dir():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
-    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root, env=env)
+    return subprocess.call([sys.executable, "-m", "benchmarks", *extra], cwd=root, env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_train(args) if args.command == "train" else run_bench(args)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return run_bench(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return run_train(args)
 
 
 if __name__ == "__main__":
