@@ -1,6 +1,7 @@
 """Figures of a run: training curves and a spike raster (matplotlib, Agg backend)."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from .methods import BPTT, OTTT, SAFE, SAFF, Method, SpikeRepresentation  # noqa: E402
 from .methods.base import Inputs, lif_forward  # noqa: E402
@@ -16,6 +18,7 @@ from .models import SpikingNet  # noqa: E402
 
 # methods whose network is the LIF network of methods/base.py (its spikes are what they train)
 LIF_METHODS = (BPTT, OTTT, SAFE, SAFF, SpikeRepresentation)
+RASTER_ROWS = 400  # most image rows in a raster
 
 
 def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
@@ -40,15 +43,19 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
 
 def plot_raster(spikes: torch.Tensor, path: str | os.PathLike, title: str = "",
                 layer_sizes: Sequence[int] = ()) -> None:
-    """Spike raster of one sample: spikes [T, N] (0/1), a dot per spike at (t, neuron).
+    """Spike raster of one sample: spikes [T, N] (0/1) drawn as a time x neuron image,
+    black where a neuron fired. Above ``RASTER_ROWS`` neurons, each image row shows a
+    group of neighbouring neurons, grey by the fraction that fired.
     ``layer_sizes`` (summing to N) draws a line between the layers."""
     if spikes.dim() != 2:
         raise ValueError(f"plot_raster needs spikes [T, N], got shape {tuple(spikes.shape)}")
     T, N = spikes.shape
-    steps, neurons = torch.nonzero(spikes.detach().cpu() > 0, as_tuple=True)
+    group = math.ceil(N / RASTER_ROWS)
+    image = spikes.detach().cpu().float().T  # [N, T]
+    image = F.pad(image, (0, 0, 0, -N % group)).reshape(-1, group, T).mean(1)  # [N / group, T]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(steps.numpy() + 1, neurons.numpy(), s=max(1.0, min(12.0, 4000 / max(N, 1))),
-               marker="|" if T > 20 else "s", color="black", linewidths=0.8)
+    ax.imshow(image.numpy(), aspect="auto", cmap="Greys", vmin=0, vmax=1, origin="lower",
+              interpolation="nearest", extent=(0.5, T + 0.5, -0.5, group * image.shape[0] - 0.5))
     edge = 0
     for layer, size in enumerate(layer_sizes, 1):
         if edge:
@@ -58,6 +65,8 @@ def plot_raster(spikes: torch.Tensor, path: str | os.PathLike, title: str = "",
         edge += size
     ax.set(xlim=(0.5, T + 0.5), ylim=(-0.5, N - 0.5), xlabel="time step t", ylabel="neuron",
            title=title or f"{int(spikes.sum())} spikes, {N} neurons, T = {T}")
+    if group > 1:
+        ax.set_ylabel(f"neuron ({group} per row, grey = fraction firing)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

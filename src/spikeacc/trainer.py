@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -148,7 +149,8 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ru_maxrss (whole process)"
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return maxrss / (2**20 if sys.platform == "darwin" else 1024), "ru_maxrss (whole process)"
 
 
 class Trainer:
