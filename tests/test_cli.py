@@ -170,3 +170,15 @@ def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypat
     assert in_process("bench", "--quick", "x") == 7
     assert in_process("train", "--quick") == 2
     assert "unrecognized arguments: --quick" in one_error_line(capsys.readouterr().err)
+
+
+def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
+    from spikeacc import models
+
+    # same number of inputs as digits (64) but another image shape: torch fails inside the net
+    def wide(sample_shape, n_classes, neuron, hidden):
+        return models.ConvNet((1, 4, 16), (4,), n_classes, neuron)
+
+    monkeypatch.setitem(models.MODELS, "wide", wide)
+    assert in_process("train", *TINY, "--model", "wide", "--out", str(tmp_path / "o")) == 2
+    assert "model 'wide' does not fit 'digits' samples [1, 8, 8]" in one_error_line(capsys.readouterr().err)
