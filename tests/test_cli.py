@@ -19,6 +19,16 @@ TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "10
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def float32_default():
+    """In-process runs must match subprocess runs even if another test module changed
+    torch's default dtype at import."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def spikeacc(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "spikeacc", *args], capture_output=True, text=True,

@@ -167,7 +167,7 @@ class Trainer:
         self.encoder = encoders.get(self._encoder_name(self.split), config.T)
         self.method = methods.get(config.method, T=config.T)
         self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
-                         hidden=config.hidden).to(self.device)
+                         hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.train_idx = subset_indices(len(self.split.train), config.limit_train, config.seed)
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)
