@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="test on a seeded random N samples")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
-                                      "further arguments are passed on")
+                                      "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser
 
 
@@ -138,13 +138,10 @@ def run_bench(extra: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        return run_bench(extra)
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return run_train(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" (--help included) goes to the benchmarks
+        return run_bench(argv[1:])
+    return run_train(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
