@@ -23,6 +23,17 @@ class OneLineParser(argparse.ArgumentParser):
         fail(message)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the default, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if action.help is None or any(default is empty for empty in (None, False, argparse.SUPPRESS)) \
+                or default == ():
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
 def fail(message: str, code: int = EXIT_USAGE):
     sys.stderr.write(f"spikeacc: error: {message}\n")
     sys.exit(code)
@@ -61,25 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench}")
     train = commands.add_parser("train", help="train one method on one dataset",
-                                description="Train a spiking network; writes metrics.json, curves.png, "
+                                formatter_class=DefaultsFormatter, description="Train a spiking network; writes metrics.json, curves.png, "
                                             "raster.png and checkpoint.pt into --out.")
-    train.add_argument("--method", default="saf-f", choices=methods.names())
-    train.add_argument("--dataset", default="digits", choices=list(DATASETS))
-    train.add_argument("--model", default="mlp", choices=list(MODELS))
+    train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
+    train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
+    train.add_argument("--model", default="mlp", choices=list(MODELS), help="network")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
-                       help="hidden layer widths (mlp) or channels (conv nets); default: the model's")
-    train.add_argument("--T", type=positive_int, default=6, help="time steps (default 6)")
-    train.add_argument("--epochs", type=positive_int, default=5)
-    train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+                       help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
+    train.add_argument("--T", type=positive_int, default=6, help="time steps")
+    train.add_argument("--epochs", type=positive_int, default=5, help="epochs (in all, with --resume)")
+    train.add_argument("--batch-size", type=positive_int, default=128, help="training and test batch size")
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
-                       help="input coding (default: direct; frames for event datasets)")
-    train.add_argument("--out", default="runs/default", help="run directory (default runs/default)")
+                       help="input coding; none given: direct, or frames for event datasets")
+    train.add_argument("--out", default="runs/default", help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="auto: cuda when available")
     train.add_argument("--data-dir", default=None,
-                       help="dataset directory (default $SPIKEACC_DATA, then the dataset's system path)")
-    train.add_argument("--seed", type=int, default=0)
+                       help="directory with the dataset's files, or its parent holding <dataset>/; "
+                            "none given: $SPIKEACC_DATA, then the dataset's system path")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
     train.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
