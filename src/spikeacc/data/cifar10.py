@@ -45,9 +45,9 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
     except Exception as err:  # a corrupt pickle can raise almost anything
-        raise DatasetError(f"{path}: corrupt CIFAR-10 batch ({type(err).__name__}: {err}). {HOW_TO_GET}") from err
+        raise DatasetError(f"{path}: corrupt CIFAR-10 batch ({type(err).__name__}: {err})") from err
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DatasetError(f"{path}: not a CIFAR-10 batch (no b'data'/b'labels'). {HOW_TO_GET}")
+        raise DatasetError(f"{path}: not a CIFAR-10 batch (no b'data'/b'labels')")
     data, labels = batch[b"data"], np.asarray(batch[b"labels"])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(f"{path}: b'data' must be uint8 [N, 3072], got "
@@ -61,8 +61,11 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(data_dir: str | os.PathLike | None = None) -> DataSplit:
     """CIFAR-10: 50000 train / 10000 test images [3, 32, 32] in [0, 1], 10 classes."""
     folder = find_dir("cifar10", base_dir(data_dir, None), TEST_BATCH, SUBDIRS, HOW_TO_GET, gz=False)
-    train = [read_batch(require_file(folder, name, HOW_TO_GET, gz=False)) for name in TRAIN_BATCHES]
-    test_images, test_labels = read_batch(require_file(folder, TEST_BATCH, HOW_TO_GET, gz=False))
+    paths = [require_file(folder, name, HOW_TO_GET, gz=False) for name in (*TRAIN_BATCHES, TEST_BATCH)]
+    try:
+        *train, (test_images, test_labels) = [read_batch(path) for path in paths]
+    except DatasetError as err:
+        raise DatasetError(f"cifar10: {err}. {HOW_TO_GET}") from err
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
     return DataSplit(image_dataset(train_images, train_labels, 255.0),

@@ -69,7 +69,18 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise DatasetError(f"{path}: cannot read ({err})") from err
+        raise DatasetError(f"{path}: unreadable, truncated or corrupt ({err})") from err
+
+
+def read_image_pair(images_path: Path, labels_path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N, H, W] and their N labels in 0..n_classes-1 from two IDX files."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DatasetError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise DatasetError(f"{labels_path}: {labels.shape} labels for {images.shape[0]} images in {images_path}")
+    check_labels(labels, n_classes, labels_path)
+    return images, labels
 
 
 def load_idx_split(name: str, data_dir: str | os.PathLike | None, default: str | None = None) -> DataSplit:
@@ -78,14 +89,11 @@ def load_idx_split(name: str, data_dir: str | os.PathLike | None, default: str |
     folder = find_dir(name, base_dir(data_dir, default), FILES["train"][0], (name,), how_to_get)
     datasets = {}
     for split, (images_file, labels_file) in FILES.items():
-        images_path = require_file(folder, images_file, how_to_get)
-        labels_path = require_file(folder, labels_file, how_to_get)
-        images, labels = read_idx(images_path), read_idx(labels_path)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise DatasetError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
-        if labels.shape != images.shape[:1]:
-            raise DatasetError(f"{labels_path}: {labels.shape} labels for {images.shape[0]} images in {images_path}")
-        check_labels(labels, 10, labels_path)
+        paths = (require_file(folder, images_file, how_to_get), require_file(folder, labels_file, how_to_get))
+        try:
+            images, labels = read_image_pair(*paths, n_classes=10)
+        except DatasetError as err:
+            raise DatasetError(f"{name}: {err}. {how_to_get}") from err
         datasets[split] = image_dataset(images[:, None], labels, 255.0)  # [N, 1, H, W]
     sample_shape = tuple(datasets["train"].tensors[0].shape[1:])
     if tuple(datasets["test"].tensors[0].shape[1:]) != sample_shape:
