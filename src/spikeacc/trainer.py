@@ -329,6 +329,7 @@ class Trainer:
             "encoder": self.encoder.name,
             "n_classes": self.split.n_classes,
             "sample_shape": list(self.split.sample_shape),
+            "n_parameters": sum(p.numel() for p in self.net.parameters()),
             "n_train": len(self.train_idx),
             "n_test": len(self.test_idx),
             "epochs_done": len(hist),
