@@ -183,12 +183,14 @@ def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypat
 
 
 def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
+    from torch import nn
+
     from spikeacc import models
 
-    # same number of inputs as digits (64) but another image shape: torch fails inside the net
-    def wide(sample_shape, n_classes, neuron, hidden):
-        return models.ConvNet((1, 4, 16), (4,), n_classes, neuron)
+    def wrong(sample_shape, n_classes, neuron, hidden):  # claims the data's shape, wants 100 inputs
+        first = models.Synapse(nn.Linear(100, 8), pre=[nn.Flatten()])
+        return models.SpikingNet([first], models.Synapse(nn.Linear(8, n_classes)), neuron, sample_shape)
 
-    monkeypatch.setitem(models.MODELS, "wide", wide)
-    assert in_process("train", *TINY, "--model", "wide", "--out", str(tmp_path / "o")) == 2
-    assert "model 'wide' does not fit 'digits' samples [1, 8, 8]" in one_error_line(capsys.readouterr().err)
+    monkeypatch.setitem(models.MODELS, "wrong", wrong)
+    assert in_process("train", *TINY, "--model", "wrong", "--out", str(tmp_path / "o")) == 2
+    assert "model 'wrong' does not fit 'digits' samples [1, 8, 8]" in one_error_line(capsys.readouterr().err)
