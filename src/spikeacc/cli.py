@@ -1,0 +1,161 @@
+"""Command line: ``spikeacc train ...`` and ``spikeacc bench ...``.
+
+Errors from bad arguments or bad data files print one line
+``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf) exits 3.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single ``spikeacc: error: ...`` line (exit 2)."""
+
+    def error(self, message: str):
+        fail(message)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the default, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if action.help is None or any(default is empty for empty in (None, False, argparse.SUPPRESS)) \
+                or default == ():
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
+def fail(message: str, code: int = EXIT_USAGE):
+    sys.stderr.write(f"spikeacc: error: {message}\n")
+    sys.exit(code)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """"800" or "16,32" -> (800,) or (16, 32)."""
+    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import encoders, methods
+    from .data import DATASETS
+    from .models import MODELS
+
+    parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench}")
+    train = commands.add_parser("train", help="train one method on one dataset",
+                                formatter_class=DefaultsFormatter, description="Train a spiking network; writes metrics.json, curves.png, "
+                                            "raster.png and checkpoint.pt into --out.")
+    train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
+    train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
+    train.add_argument("--model", default="mlp", choices=list(MODELS), help="network")
+    train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
+                       help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
+    train.add_argument("--T", type=positive_int, default=6, help="time steps")
+    train.add_argument("--epochs", type=positive_int, default=5, help="epochs (in all, with --resume)")
+    train.add_argument("--batch-size", type=positive_int, default=128, help="training and test batch size")
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
+                       help="input coding; none given: direct, or frames for event datasets")
+    train.add_argument("--out", default="runs/default", help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="auto: cuda when available")
+    train.add_argument("--data-dir", default=None,
+                       help="directory with the dataset's files, or its parent holding <dataset>/; "
+                            "none given: $SPIKEACC_DATA, then the dataset's system path")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
+    train.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                       help="train on a seeded random N samples")
+    train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                       help="test on a seeded random N samples")
+    commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
+                                      "all further arguments are passed on (spikeacc bench --help lists them)")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .data import DatasetError
+    from .report import plot_curves, save_raster
+    from .trainer import TrainConfig, Trainer, TrainingDiverged, batches
+
+    options = {key: value for key, value in vars(args).items() if key != "command"}
+    config = TrainConfig(**options)
+    try:
+        trainer = Trainer(config)
+        print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
+              f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
+              f"device {trainer.device}, out {config.out}", flush=True)
+        trainer.run()
+    except (ValueError, DatasetError) as err:
+        fail(str(err))
+    except TrainingDiverged as err:
+        fail(str(err), EXIT_DIVERGED)
+    out = Path(config.out)
+    plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
+    x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))
+    raster = out / "raster.png"
+    if save_raster(trainer.net, trainer.method, trainer.encoder(x.to(trainer.device)), raster,
+                   f"{config.method}: hidden spikes of test sample {int(trainer.test_idx[0])}"):
+        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'}, {raster}")
+    else:
+        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'} (no raster: {config.method} is not LIF-based)")
+    return 0
+
+
+def benchmarks_root() -> Path | None:
+    """The source checkout holding benchmarks/: the repository of this package, else the cwd."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "benchmarks" / "__main__.py").is_file():
+            return root
+    return None
+
+
+def run_bench(extra: Sequence[str]) -> int:
+    root = benchmarks_root()
+    if root is None:
+        fail("benchmarks/ not found (it ships with the source repository, not the installed package); "
+             "run `spikeacc bench` from a checkout of spikeacc")
+    env = dict(os.environ)
+    if (root / "src" / "spikeacc").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
+    return subprocess.call([sys.executable, "-m", "benchmarks", *extra], cwd=root, env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" (--help included) goes to the benchmarks
+        return run_bench(argv[1:])
+    return run_train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Datasets by name: ``load_dataset(name, data_dir=None) -> DataSplit``.
+
+Built in: "digits" (scikit-learn's 8x8 digits, needs no files; the default),
+"mnist" and "fashion-mnist" (IDX files, raw or .gz), "cifar10" (python batches).
+Loaders look in ``data_dir``, else $SPIKEACC_DATA, else a dataset default
+(/usr/share/datasets/fashion-mnist for Fashion-MNIST), and accept the files either in
+that directory or in a subfolder named after the dataset (see idx.py, cifar10.py).
+Add a dataset with a loader ``(data_dir) -> DataSplit`` in its own file and one
+``DATASETS`` line.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .base import DataSplit, DatasetError
+from .cifar10 import load_cifar10
+from .digits import load_digits
+from .idx import load_fashion_mnist, load_mnist, read_idx
+
+DATASETS: dict[str, Callable[[str | os.PathLike | None], DataSplit]] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> DataSplit:
+    """Load dataset ``name`` (ValueError if unknown, DatasetError if its files are bad)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name](data_dir)
+
+
+__all__ = ["DATASETS", "DataSplit", "DatasetError", "load_dataset", "read_idx"]

@@ -1,0 +1,75 @@
+"""Input encoders: turn a data batch into what a method feeds the network.
+
+``get(name, T)(x_batch)`` returns either a static batch [B, ...] (fed at every one of
+the T steps) or a sequence [T, B, ...]. Add an encoder as a subclass of ``Encoder``
+in its own file and one ``ENCODERS`` line.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class Encoder:
+    """Base: holds T (positive integer); subclasses implement ``__call__``."""
+
+    name = ""
+
+    def __init__(self, T: int) -> None:
+        if int(T) != T or T <= 0:
+            raise ValueError(f"T (time steps) must be a positive integer, got {T}")
+        self.T = int(T)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(T={self.T})"
+
+
+class Direct(Encoder):
+    """Static input: the real-valued batch [B, ...] itself, fed at every step."""
+
+    name = "direct"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Poisson(Encoder):
+    """Rate coding: at every step an independent Bernoulli spike with p = x (x in [0, 1]);
+    [B, ...] -> [T, B, ...]. Draws from torch's global RNG (seed with torch.manual_seed)."""
+
+    name = "poisson"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"poisson encoder needs inputs in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
+        return torch.bernoulli(x.expand(self.T, *x.shape))  # [T, B, ...]
+
+
+class Frames(Encoder):
+    """Event data already binned into frames: [B, T, ...] -> [T, B, ...]."""
+
+    name = "frames"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3 or x.shape[1] != self.T:
+            raise ValueError(f"frames encoder with T={self.T} needs a batch [B, {self.T}, ...], "
+                             f"got {tuple(x.shape)}")
+        return x.transpose(0, 1).contiguous()  # [T, B, ...]
+
+
+ENCODERS: dict[str, Callable[[int], Encoder]] = {
+    "direct": Direct,
+    "poisson": Poisson,
+    "frames": Frames,
+}
+
+
+def get(name: str, T: int) -> Encoder:
+    """The encoder ``name`` for T steps (ValueError for an unknown name)."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[name](T)

@@ -1,0 +1,196 @@
+"""spikeacc train / bench end to end on the bundled digits, with tiny settings."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spikeacc import cli
+from spikeacc.methods.saf import SAFF
+from spikeacc.trainer import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--hidden", "32"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def float32_default():
+    """In-process runs must match subprocess runs even if another test module changed
+    torch's default dtype at import."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def spikeacc(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "spikeacc", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def in_process(*args: str) -> int:
+    """cli.main in this process: the exit code (0 on a normal return)."""
+    try:
+        return cli.main(list(args))
+    except SystemExit as stop:
+        return stop.code
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spikeacc: error: "), stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "full"
+    done = spikeacc("train", *TINY, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/2" in done.stdout and "epoch 2/2" in done.stdout and "test acc" in done.stdout
+    return out
+
+
+def test_train_writes_metrics_curves_raster_checkpoint(full_run):
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    for key in ("method", "dataset", "model", "T", "seed", "epochs", "batch_size", "lr", "train_acc",
+                "test_acc", "epoch_time_s", "peak_memory_mib", "spikes_per_sample", "versions", "device_name"):
+        assert key in metrics, key
+    assert (metrics["method"], metrics["dataset"], metrics["T"], metrics["n_train"]) == ("saf-f", "digits", 2, 256)
+    assert len(metrics["test_acc"]) == 2 and len(metrics["spikes_per_sample"]) == 1
+    assert set(metrics["versions"]) == {"spikeacc", "torch", "python"} and metrics["peak_memory_mib"] > 0
+    for png in ("curves.png", "raster.png"):
+        assert (full_run / png).read_bytes()[:8] == PNG_MAGIC
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["method"] == "saf-f"
+    assert sorted(p.name for p in full_run.iterdir()) == ["checkpoint.pt", "curves.png", "metrics.json", "raster.png"]
+
+
+def test_resume_continues_exactly(full_run, tmp_path):
+    out = str(tmp_path / "split")
+    first = in_process("train", *TINY[:1], "1", *TINY[2:], "--out", out)
+    assert first == 0
+    assert in_process("train", *TINY, "--out", out, "--resume") == 0
+    resumed = json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]
+    straight = json.loads((full_run / "metrics.json").read_text())["history"]
+    assert len(resumed) == 2
+    for a, b in zip(resumed, straight):
+        for key in ("epoch", "train_loss", "train_acc", "test_acc", "spikes_per_sample"):
+            assert a[key] == b[key], (key, a, b)
+
+
+def test_resume_rejects_other_settings_and_missing_checkpoint(full_run, tmp_path, capsys):
+    assert in_process("train", *TINY, "--T", "3", "--out", str(full_run), "--resume") == 2
+    assert "settings differ" in one_error_line(capsys.readouterr().err)
+    assert in_process("train", *TINY, "--out", str(tmp_path / "none"), "--resume") == 2
+    assert "no checkpoint" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "invalid choice: 'nope'"),
+    (["--dataset", "nope"], "invalid choice: 'nope'"),
+    (["--model", "nope"], "invalid choice: 'nope'"),
+    (["--T", "0"], "--T: must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["--epochs", "-1"], "--epochs: must be a positive integer"),
+    (["--lr", "nan"], "--lr: must be a positive finite number"),
+    (["--model", "conv", "--hidden", "4,4,4,4"], "too small for 4 poolings"),
+    (["--encoder", "frames"], "does not fit dataset 'digits'"),
+    (["--dataset", "mnist", "--data-dir", "{tmp}"], "missing {tmp}/train-images-idx3-ubyte"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert in_process("train", *TINY, "--out", str(tmp_path / "out"), *args) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_data_subprocess_no_traceback(tmp_path):
+    done = spikeacc("train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "dataset-fashion-mnist" in one_error_line(done.stderr)
+
+
+def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "nan"
+    calls = {"n": 0}
+    real_step = SAFF.step
+
+    def step_then_nan(self, net, optimizer, x, y):  # epoch 1 = 2 batches, then NaN
+        calls["n"] += 1
+        loss, logits = real_step(self, net, optimizer, x, y)
+        return (torch.tensor(float("nan")) if calls["n"] == 3 else loss), logits
+
+    monkeypatch.setattr(SAFF, "step", step_then_nan)
+    assert in_process("train", *TINY, "--out", str(out)) == 3
+    line = one_error_line(capsys.readouterr().err)
+    assert "loss became nan at epoch 2, batch 1" in line and "epoch 1" in line
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(p).all() for p in state["model"].values())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and "nan" in metrics["stopped"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_real_divergence_exit_3(tmp_path):
+    out = tmp_path / "o"
+    done = spikeacc("train", *TINY, "--lr", "1e36", "--out", str(out))
+    assert done.returncode == 3
+    assert "loss became inf" in one_error_line(done.stderr)
+    finished = done.stdout.count("test acc")  # epochs that ended before the loss blew up
+    assert finished == json.loads((out / "metrics.json").read_text())["epochs_done"]
+    if finished:
+        assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == finished
+
+
+def test_poisson_encoder_and_ottt_train(tmp_path):
+    out = tmp_path / "p"
+    assert in_process("train", *TINY, "--epochs", "1", "--method", "ottt-o", "--encoder", "poisson",
+                      "--out", str(out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["encoder"] == "poisson" and metrics["method"] == "ottt-o" and len(metrics["history"]) == 1
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, lambda f: f.write(b"old"))
+
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "benchmarks_root", lambda: None)
+    assert in_process("bench") == 2
+    assert "benchmarks/ not found" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "__main__.py").write_text("import sys\nsys.exit(len(sys.argv[1:]) + 5)\n")
+    monkeypatch.setattr(cli, "benchmarks_root", lambda: tmp_path)
+    assert in_process("bench", "--quick", "x") == 7
+    assert in_process("train", "--quick") == 2
+    assert "unrecognized arguments: --quick" in one_error_line(capsys.readouterr().err)
+
+
+def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
+    from torch import nn
+
+    from spikeacc import models
+
+    def wrong(sample_shape, n_classes, neuron, hidden):  # claims the data's shape, wants 100 inputs
+        first = models.Synapse(nn.Linear(100, 8), pre=[nn.Flatten()])
+        return models.SpikingNet([first], models.Synapse(nn.Linear(8, n_classes)), neuron, sample_shape)
+
+    monkeypatch.setitem(models.MODELS, "wrong", wrong)
+    assert in_process("train", *TINY, "--model", "wrong", "--out", str(tmp_path / "o")) == 2
+    assert "model 'wrong' does not fit 'digits' samples [1, 8, 8]" in one_error_line(capsys.readouterr().err)

@@ -1,0 +1,53 @@
+"""Encoders: shapes, values and errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikeacc import encoders
+
+
+def test_direct_is_identity():
+    x = torch.rand(4, 1, 8, 8)
+    assert encoders.get("direct", 6)(x) is x
+
+
+def test_poisson_spikes_have_rate_x():
+    torch.manual_seed(0)
+    x = torch.tensor([[0.0, 0.25, 0.5, 1.0]])  # [B=1, 4]
+    spikes = encoders.get("poisson", 4000)(x)  # [T, B, 4]
+    assert spikes.shape == (4000, 1, 4)
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    assert spikes[:, 0, 0].sum() == 0 and spikes[:, 0, 3].sum() == 4000
+    rates = spikes.mean(0)[0]
+    assert abs(rates[1] - 0.25) < 0.03 and abs(rates[2] - 0.5) < 0.03
+
+
+def test_poisson_is_seeded_by_global_rng():
+    x = torch.rand(3, 5)
+    torch.manual_seed(1)
+    first = encoders.get("poisson", 3)(x)
+    torch.manual_seed(1)
+    assert torch.equal(first, encoders.get("poisson", 3)(x))
+
+
+def test_poisson_rejects_values_outside_unit_interval():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encoders.get("poisson", 2)(torch.tensor([[1.5]]))
+
+
+def test_frames_moves_time_first():
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # [B, T, N]
+    out = encoders.get("frames", 3)(x)
+    assert out.shape == (3, 2, 4)
+    assert torch.equal(out[1, 0], x[0, 1])
+    with pytest.raises(ValueError, match="T=5"):
+        encoders.get("frames", 5)(x)
+
+
+@pytest.mark.parametrize("T", [0, -1, 2.5])
+def test_bad_T_and_unknown_name(T):
+    with pytest.raises(ValueError, match="positive integer"):
+        encoders.get("direct", T)
+    with pytest.raises(ValueError, match="unknown encoder 'morse'.*direct"):
+        encoders.get("morse", 4)
