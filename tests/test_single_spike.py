@@ -9,7 +9,7 @@ from spikeacc.neurons.single_spike import (
     SingleSpikeLIF, decay_from_tau, first_spike, leaky_integrate, readout_logits,
     sequential_single_spike)
 
-FORMS = ("matmul", "conv", "chunked", "auto")
+FORMS = ("matmul", "conv", "chunked", "auto", "loop")
 DT = torch.float64
 
 

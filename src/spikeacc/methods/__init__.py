@@ -8,6 +8,7 @@ from .bptt import BPTT
 from .ottt import OTTT
 from .saf import SAFE, SAFF
 from .sr import SpikeRepresentation
+from .single_spike import SingleSpike
 
 _REGISTRY: dict[str, Callable[..., Method]] = {
     "bptt": BPTT,
@@ -16,6 +17,7 @@ _REGISTRY: dict[str, Callable[..., Method]] = {
     "sr": SpikeRepresentation,
     "saf-e": SAFE,
     "saf-f": SAFF,
+    "single-spike": SingleSpike,
 }
 
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from .surrogate import check_surrogate, spike
 
-MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked")
+MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
 # CPU, benchmarks/results/single_spike_membrane.md).
 AUTO_MATMUL_MAX_T = 64
@@ -129,7 +129,17 @@ def _integrate_chunked(current: torch.Tensor, beta: torch.Tensor) -> torch.Tenso
     return v_mem.transpose(0, 1).reshape(n * C, B, M)[:T]
 
 
-_FORMS = {"matmul": _integrate_matmul, "conv": _integrate_conv, "chunked": _integrate_chunked}
+def _integrate_loop(current: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The sequential reference: v[t] = beta v[t-1] + I[t], one step at a time."""
+    v_mem, v_mems = torch.zeros_like(current[0]), []
+    for current_t in current:
+        v_mem = beta * v_mem + current_t
+        v_mems.append(v_mem)
+    return torch.stack(v_mems)
+
+
+_FORMS = {"matmul": _integrate_matmul, "conv": _integrate_conv, "chunked": _integrate_chunked,
+          "loop": _integrate_loop}
 
 
 def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str = "auto") -> torch.Tensor:
@@ -137,7 +147,8 @@ def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str
 
     current [T, B, ...]; beta a float, a 0-d/1-element tensor (shared) or a tensor
     broadcastable to the neuron shape current.shape[2:] (per neuron). Returns [T, B, ...].
-    ``form``: "matmul", "conv", "chunked" or "auto" (``auto_form``).
+    ``form``: "matmul", "conv", "chunked", "auto" (``auto_form``) or "loop" (the
+    sequential reference, a Python loop over t).
     """
     if form not in MEMBRANE_FORMS:
         raise ValueError(f"unknown membrane form {form!r}; choose one of {', '.join(MEMBRANE_FORMS)}")
