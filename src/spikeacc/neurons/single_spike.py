@@ -58,7 +58,7 @@ def decay_from_tau(tau: float) -> float:
     return math.exp(-1.0 / tau)
 
 
-def _flat_decay(beta: torch.Tensor, neuron_shape: torch.Size) -> torch.Tensor:
+def flat_decay(beta: torch.Tensor, neuron_shape: torch.Size) -> torch.Tensor:
     """beta broadcast to the neuron shape, flattened: [1] (shared) or [M]."""
     if beta.numel() == 1:
         return beta.reshape(1)
@@ -155,7 +155,7 @@ def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str
     if current.dim() < 2:
         raise ValueError(f"current must be [T, B, ...], got shape {tuple(current.shape)}")
     beta = torch.as_tensor(beta, dtype=current.dtype, device=current.device)
-    beta = _flat_decay(beta, current.shape[2:])  # [1] or [M]
+    beta = flat_decay(beta, current.shape[2:])  # [1] or [M]
     T, B = current.shape[:2]
     flat = current.reshape(T, B, -1)  # [T, B, M]
     form = auto_form(T) if form == "auto" else form
