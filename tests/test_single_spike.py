@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spikeacc.neurons.single_spike import (
-    SingleSpikeLIF, decay_from_tau, first_spike, leaky_integrate, readout_logits,
+    SingleSpikeLIF, decay_from_tau, double_cumsum, first_spike, leaky_integrate, readout_logits,
     sequential_single_spike)
 
 FORMS = ("matmul", "conv", "chunked", "auto", "loop")
@@ -30,6 +30,14 @@ def test_membrane_forms_equal_loop(form, T):
         torch.testing.assert_close(leaky_integrate(current, beta, form), loop_membrane(current, beta))
 
 
+@pytest.mark.parametrize("T", [10, 100])  # one product below AUTO_MATMUL_MAX_T, cumsums above
+def test_double_cumsum_and_adjoint(T):
+    x, y = torch.randn(T, 3, 2, dtype=DT), torch.randn(T, 3, 2, dtype=DT)
+    want = torch.stack([sum((t - k + 1) * x[k] for k in range(t + 1)) for t in range(T)])
+    torch.testing.assert_close(double_cumsum(x), want)
+    torch.testing.assert_close((double_cumsum(x) * y).sum(), (x * double_cumsum(y, transpose=True)).sum())
+
+
 def grads_of(fn, current, beta, weights):
     current = current.clone().requires_grad_(True)
     beta = beta.clone().requires_grad_(True)
@@ -40,12 +48,13 @@ def grads_of(fn, current, beta, weights):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("shape", [(40, 6, 7), (25, 2, 3, 4, 4)])
+@pytest.mark.parametrize("shape", [(40, 6, 7), (25, 2, 3, 4, 4), (90, 3, 5)])
 @pytest.mark.parametrize("per_neuron", [False, True])
 def test_vectorised_equals_sequential(form, shape, per_neuron):
     gen = torch.Generator().manual_seed(sum(shape))
     neuron_shape = shape[2:]
     gain = 0.4 * torch.rand(neuron_shape, generator=gen, dtype=DT)
+    gain.view(-1)[0] = 0.0  # a neuron that never fires
     current = gain * torch.rand(shape, generator=gen, dtype=DT) - 0.02  # [T, B, ...]
     beta = (0.7 + 0.3 * torch.rand(neuron_shape, generator=gen, dtype=DT) if per_neuron
             else torch.tensor(decay_from_tau(10.0), dtype=DT))

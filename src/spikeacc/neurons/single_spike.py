@@ -31,7 +31,7 @@ implemented: "matmul" (a [T, T] lower-triangular decay matrix times [T, B*N]), "
 (``conv1d`` with a length-T kernel) and "chunked" (the matmul form on chunks of about
 sqrt(T) steps plus the same recurrence across chunks, O(T^1.5) instead of O(T^2)).
 All three are vectorised over time. ``form="auto"`` picks by T (``auto_form``), from the
-CPU measurement of ``benchmarks/single_spike.py`` (results/single_spike_membrane.md):
+CPU measurement of ``benchmarks/single_spike.py`` (results/single_spike.md, "Membrane forms"):
 conv1d with a length-T kernel is 5-25x slower than matmul at every T on CPU, so it is
 never chosen; matmul wins for short windows and chunked for long ones.
 """
@@ -43,12 +43,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .surrogate import check_surrogate, spike
+from .surrogate import check_surrogate, derivative, spike
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
-# CPU, benchmarks/results/single_spike_membrane.md).
-AUTO_MATMUL_MAX_T = 64
+# CPU, benchmarks/results/single_spike.md, "Membrane forms").
+AUTO_MATMUL_MAX_T = 128
 
 
 def decay_from_tau(tau: float) -> float:
@@ -163,18 +163,52 @@ def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str
 
 
 def auto_form(T: int) -> str:
-    """The faster exact form on CPU for T steps (benchmarks/results/single_spike_membrane.md)."""
+    """The faster exact form on CPU for T steps (benchmarks/results/single_spike.md, "Membrane forms")."""
     return "matmul" if T <= AUTO_MATMUL_MAX_T else "chunked"
 
 
-def first_spike(v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:
-    """S = 1[cumsum(cumsum(H(V - threshold))) == 1] over dim 0, straight-through z -> S.
+def double_cumsum(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """z[t] = sum_{k<=t} (t - k + 1) x[k] over dim 0 (= cumsum(cumsum(x))), or with
+    ``transpose`` its adjoint sum_{t>=k} (t - k + 1) x[t]. x [T, ...] -> [T, ...].
 
-    v_mem [T, B, ...] -> spikes [T, B, ...] (at most one 1 per neuron and sample).
+    Up to ``AUTO_MATMUL_MAX_T`` steps one product with the [T, T] matrix
+    Phi[t, k] = (t - k + 1) 1[k <= t] (CPU cumsum over dim 0 is several times slower);
+    above, two cumsums. Exact on 0/1 inputs while T (T + 1) / 2 < 2^24 in float32.
     """
-    faulty = spike(v_mem - threshold, "fast_sigmoid", scale)  # S~ [T, B, ...]
-    z = faulty.cumsum(0).cumsum(0)  # [T, B, ...], exact small integers in forward
-    return z + ((z == 1).to(z.dtype) - z).detach()
+    T = x.shape[0]
+    if T > AUTO_MATMUL_MAX_T:
+        if transpose:
+            return x.flip(0).cumsum(0).cumsum(0).flip(0)
+        return x.cumsum(0).cumsum(0)
+    steps = torch.arange(T, device=x.device)
+    lag = steps.view(-1, 1) - steps.view(1, -1)  # [T, T], t - k
+    phi = ((lag + 1) * (lag >= 0)).to(x.dtype)
+    return ((phi.t() if transpose else phi) @ x.reshape(T, -1)).reshape(x.shape)
+
+
+class _FirstSpike(torch.autograd.Function):
+    """S = 1[z == 1], z = double_cumsum(H(V - threshold)); backward: dS/dz := 1
+    (straight through), dz/dS~ = Phi, dS~/dV = fast sigmoid (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v_mem)
+        ctx.threshold, ctx.scale = threshold, scale
+        z = double_cumsum((v_mem >= threshold).to(v_mem.dtype))  # [T, B, ...]
+        return (z == 1).to(v_mem.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
+        (v_mem,) = ctx.saved_tensors
+        grad_faulty = double_cumsum(grad_spikes, transpose=True)
+        return grad_faulty * derivative("fast_sigmoid", v_mem - ctx.threshold, ctx.scale), None, None
+
+
+def first_spike(v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:
+    """S = 1[cumsum(cumsum(H(V - threshold))) == 1] over dim 0, straight-through z -> S
+    (Eq. 3 of the paper). v_mem [T, B, ...] -> spikes [T, B, ...] (at most one 1 per
+    neuron and sample)."""
+    return _FirstSpike.apply(v_mem, float(threshold), float(scale))
 
 
 class SingleSpikeLIF(nn.Module):
