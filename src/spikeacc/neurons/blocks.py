@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .single_spike import flat_decay, decay_from_tau, first_spike, leaky_integrate
+from .single_spike import apply_decay_matrix, decay_from_tau, decay_matrix, first_spike, flat_decay
 from .surrogate import check_surrogate, spike
 
 
@@ -54,23 +54,25 @@ def blocks_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: flo
     padded = torch.cat([flat, flat.new_zeros(n_blocks * L - T, *flat.shape[1:])])  # zeros after T
     blocks = padded.reshape(n_blocks, L, *flat.shape[1:])  # [n, L, B, M]
     position = torch.arange(L, device=current.device).view(L, 1, 1)  # [L, 1, 1]
+    decay = decay_matrix(beta, L)  # [1 or M, L, L]
     rise = beta ** (position + 1).to(current.dtype)  # beta^(j+1): [L, 1, 1 or M]
     v_start = torch.zeros_like(flat[0])  # membrane before the block [B, M]
     refractory_until = torch.zeros_like(flat[0], dtype=torch.long)  # first free position
     spikes, v_mems = [], []
-    for block in blocks:
-        free = (position >= refractory_until).to(block.dtype)  # [L, B, M]
-        v_mem = leaky_integrate(block * free, beta, "matmul") + rise * v_start  # [L, B, M]
+    for block in blocks:  # [L, B, M]
+        free = position >= refractory_until  # [L, B, M]
+        v_mem = apply_decay_matrix(decay, block * free) + rise * v_start  # [L, B, M]
         block_spikes = first_spike(v_mem, threshold, scale)  # at most one per neuron
         fired = block_spikes.detach()
-        after = fired.cumsum(0) - fired  # 1 strictly after the spike
         spikes.append(block_spikes)
-        v_mems.append(v_mem * (1 - after))
-        spiked = fired.sum(0)  # [B, M] 0 or 1
-        v_start = v_mem[-1] * (1 - spiked)
+        v_mems.append(v_mem)
+        v_start = v_mem[-1] * (1 - fired.sum(0))  # reset to 0 where the block spiked
         refractory_until = (fired * position).sum(0).long()  # spike position q (0 if none)
+    spikes, v_mem = torch.stack(spikes), torch.stack(v_mems)  # [n, L, B, M]
+    fired = spikes.detach()
+    v_mem = v_mem * (1 - (fired.cumsum(1) - fired))  # 0 after the spike: refractory
     out_shape = (n_blocks * L, *current.shape[1:])
-    return (torch.cat(spikes).reshape(out_shape)[:T], torch.cat(v_mems).reshape(out_shape)[:T])
+    return spikes.reshape(out_shape)[:T], v_mem.reshape(out_shape)[:T]
 
 
 def sequential_refractory_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: float,

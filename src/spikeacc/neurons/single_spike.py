@@ -37,6 +37,7 @@ never chosen; matmul wins for short windows and chunked for long ones.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -84,13 +85,17 @@ def decay_matrix(beta: torch.Tensor, T: int) -> torch.Tensor:
     return powers[:, lag.clamp(min=0)] * (lag >= 0).to(powers.dtype)
 
 
-def _integrate_matmul(current: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """current [T, B, M], beta [1] or [M] -> membrane [T, B, M] by one (batched) product."""
+def apply_decay_matrix(decay: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """decay [1 or M, T, T] (``decay_matrix``) times current [T, B, M] over time: [T, B, M]."""
     T, B, M = current.shape
-    decay = decay_matrix(beta, T)  # [1 or M, T, T]
     if decay.shape[0] == 1:
         return (decay[0] @ current.reshape(T, B * M)).reshape(T, B, M)
     return torch.bmm(decay, current.permute(2, 0, 1)).permute(1, 2, 0)  # via [M, T, B]
+
+
+def _integrate_matmul(current: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """current [T, B, M], beta [1] or [M] -> membrane [T, B, M] by one (batched) product."""
+    return apply_decay_matrix(decay_matrix(beta, current.shape[0]), current)
 
 
 def _integrate_conv(current: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -180,10 +185,16 @@ def double_cumsum(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         if transpose:
             return x.flip(0).cumsum(0).cumsum(0).flip(0)
         return x.cumsum(0).cumsum(0)
-    steps = torch.arange(T, device=x.device)
-    lag = steps.view(-1, 1) - steps.view(1, -1)  # [T, T], t - k
-    phi = ((lag + 1) * (lag >= 0)).to(x.dtype)
+    phi = _phi(T, x.dtype, x.device)
     return ((phi.t() if transpose else phi) @ x.reshape(T, -1)).reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _phi(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Phi[t, k] = (t - k + 1) 1[k <= t]: [T, T] (cached, never modified)."""
+    steps = torch.arange(T, device=device)
+    lag = steps.view(-1, 1) - steps.view(1, -1)  # [T, T], t - k
+    return ((lag + 1) * (lag >= 0)).to(dtype)
 
 
 class _FirstSpike(torch.autograd.Function):
