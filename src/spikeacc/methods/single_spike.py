@@ -9,8 +9,7 @@ leaky membrane (tau_readout = 20); logits are its max over time (paper v1) or it
 over time (v2), and the loss is cross-entropy on those logits.
 
 Defaults follow the paper's v2 (the ``block`` code): tau_hidden = 10, tau_readout = 20,
-threshold = 1, fast-sigmoid scale 10 (v1 used 100; 10 lets the gradient reach neurons
-far from threshold, which the double-cumsum straight-through needs), readout "sum".
+threshold = 1, fast-sigmoid scale 10 (v1 used 100), readout "sum" (v1: "max").
 
 ``sequential=True`` ("single-spike-seq") runs the same model with the sequential
 reference neuron (a loop over t with the at-most-once rule, identical spikes and

@@ -49,7 +49,7 @@ from .surrogate import check_surrogate, derivative, spike
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
 # CPU, benchmarks/results/single_spike.md, "Membrane forms").
-AUTO_MATMUL_MAX_T = 128
+AUTO_MATMUL_MAX_T = 64
 
 
 def decay_from_tau(tau: float) -> float:
@@ -177,8 +177,7 @@ def double_cumsum(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
     ``transpose`` its adjoint sum_{t>=k} (t - k + 1) x[t]. x [T, ...] -> [T, ...].
 
     Up to ``AUTO_MATMUL_MAX_T`` steps one product with the [T, T] matrix
-    Phi[t, k] = (t - k + 1) 1[k <= t] (CPU cumsum over dim 0 is several times slower);
-    above, two cumsums. Exact on 0/1 inputs while T (T + 1) / 2 < 2^24 in float32.
+    Phi[t, k] = (t - k + 1) 1[k <= t]; above, two cumsums (fewer operations).
     """
     T = x.shape[0]
     if T > AUTO_MATMUL_MAX_T:
@@ -199,14 +198,20 @@ def _phi(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 class _FirstSpike(torch.autograd.Function):
     """S = 1[z == 1], z = double_cumsum(H(V - threshold)); backward: dS/dz := 1
-    (straight through), dz/dS~ = Phi, dS~/dV = fast sigmoid (module docstring)."""
+    (straight through), dz/dS~ = Phi, dS~/dV = fast sigmoid (module docstring).
+
+    z[t] = 1 exactly at the first t with S~[t] = 1 (before it z = 0, after it z >= 2),
+    so the forward finds that step by argmax (first maximum) instead of forming z.
+    """
 
     @staticmethod
     def forward(ctx, v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(v_mem)
         ctx.threshold, ctx.scale = threshold, scale
-        z = double_cumsum((v_mem >= threshold).to(v_mem.dtype))  # [T, B, ...]
-        return (z == 1).to(v_mem.dtype)
+        above = (v_mem >= threshold).to(torch.uint8)  # S~ [T, B, ...]
+        first = above.argmax(0, keepdim=True)  # first crossing, 0 if none: [1, B, ...]
+        fired = above.amax(0, keepdim=True).to(v_mem.dtype)  # [1, B, ...]
+        return torch.zeros_like(v_mem).scatter_(0, first, fired)
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
