@@ -222,7 +222,8 @@ def heatmap(rows: list[dict], path: Path) -> None:
         for j in range(len(batches)):
             value = grid[i, j].item()
             ax.text(j, i, "skip" if math.isnan(value) else f"{value:.1f}", ha="center", va="center",
-                    color="white" if math.isnan(value) or value < grid.nan_to_num(0).max() / 2 else "black", fontsize=8)
+                    color="black" if math.isnan(value) or value >= grid.nan_to_num(0).max() / 2 else "white",
+                    fontsize=8)
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     ax.set_yticks(range(len(times)), [str(t) for t in times])
     ax.set_xlabel("batch")
@@ -241,7 +242,8 @@ def machine() -> dict:
 
 
 def markdown(payload: dict) -> str:
-    lines = [f"# Single-spike benchmark\n", f"Machine: {payload['machine']}. Indicative if the CPU was shared.\n",
+    where = ", ".join(f"{key} {value}" for key, value in payload["machine"].items() if value)
+    lines = [f"# Single-spike benchmark\n", f"Machine: {where}. Indicative if the CPU was shared.\n",
              f"Layer: Linear({N_IN} -> {payload['hidden']}) + single-spike LIF (tau {TAU}, threshold "
              f"{THRESHOLD}, scale {SCALE}); Poisson input; forward + backward; median of "
              f"{payload['repeats']} round-robin repeats.\n", "## Targets\n"]
