@@ -48,7 +48,7 @@ def grads_of(fn, current, beta, weights):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("shape", [(40, 6, 7), (25, 2, 3, 4, 4), (90, 3, 5)])
+@pytest.mark.parametrize("shape", [(40, 6, 7), (25, 2, 3, 4, 4), (90, 3, 5), (140, 2, 3)])
 @pytest.mark.parametrize("per_neuron", [False, True])
 def test_vectorised_equals_sequential(form, shape, per_neuron):
     gen = torch.Generator().manual_seed(sum(shape))
