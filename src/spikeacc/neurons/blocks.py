@@ -1,5 +1,5 @@
 """Multi-spike LIF with an absolute refractory period, computed block by block
-(Taylor, Harper et al., NeurIPS 2023, "Addressing the speed-accuracy simulation
+(Taylor et al., NeurIPS 2023, "Addressing the speed-accuracy simulation
 trade-off for adaptive spiking neurons" ("Blocks"); methods.md).
 
 The neuron (the rule both implementations follow exactly):
