@@ -32,9 +32,9 @@ implemented: "matmul" (a [T, T] lower-triangular decay matrix times [T, B*N]), "
 sqrt(T) steps plus the same recurrence across chunks, O(T^1.5) instead of O(T^2)).
 All three are vectorised over time. ``form="auto"`` picks by T (``auto_form``), from the
 CPU measurement of ``benchmarks/single_spike.py`` (results/single_spike.md, "Membrane forms"):
-conv1d with a length-T kernel is 8-40x slower than matmul at every T on CPU, so it is
-never chosen; matmul wins up to T = 64 and chunked above (3-6x faster than matmul at
-T = 128..2048).
+conv1d with a length-T kernel is 5-40x slower than matmul at every T on CPU, so it is
+never chosen; matmul wins up to T = 64, the two are even at T = 128, and chunked is
+2-4x faster than matmul from T = 256 to 2048.
 """
 from __future__ import annotations
 
