@@ -6,4 +6,6 @@ benchmarks/results/<name>.json and .md. Adding a benchmark is one line here.
 
 MODULES = [
     "saf_family",
+    "single_spike",
+    "asf",
 ]

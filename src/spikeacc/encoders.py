@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from .latency import encode_linear, encode_log
+
 
 class Encoder:
     """Base: holds T (positive integer); subclasses implement ``__call__``."""
@@ -61,10 +63,37 @@ class Frames(Encoder):
         return x.transpose(0, 1).contiguous()  # [T, B, ...]
 
 
+class Latency(Encoder):
+    """Linear time-to-first-spike code, [B, ...] in [0, 1] -> [T, B, ...] (latency.py)."""
+
+    name = "latency"
+
+    def __init__(self, T: int, x_silent: float = 0.0) -> None:
+        super().__init__(T)
+        self.x_silent = x_silent
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return encode_linear(x, self.T, self.x_silent)
+
+
+class LatencyLog(Latency):
+    """Logarithmic time-to-first-spike code (latency.py)."""
+
+    name = "latency-log"
+
+    def __init__(self, T: int, x_silent: float = 0.01) -> None:
+        super().__init__(T, x_silent)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return encode_log(x, self.T, self.x_silent)
+
+
 ENCODERS: dict[str, Callable[[int], Encoder]] = {
     "direct": Direct,
     "poisson": Poisson,
     "frames": Frames,
+    "latency": Latency,
+    "latency-log": LatencyLog,
 }
 
 

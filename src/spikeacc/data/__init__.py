@@ -1,7 +1,8 @@
 """Datasets by name: ``load_dataset(name, data_dir=None) -> DataSplit``.
 
 Built in: "digits" (scikit-learn's 8x8 digits, needs no files; the default),
-"mnist" and "fashion-mnist" (IDX files, raw or .gz), "cifar10" (python batches).
+"mnist" and "fashion-mnist" (IDX files, raw or .gz), "cifar10" (python batches),
+"nmnist" (original 40-bit event files), "cifar10-dvs" (AEDAT 2.0 event files).
 Loaders look in ``data_dir``, else $SPIKEACC_DATA, else a dataset default
 (/usr/share/datasets/fashion-mnist for Fashion-MNIST), and accept the files either in
 that directory or in a subfolder named after the dataset (see idx.py, cifar10.py).
@@ -15,14 +16,18 @@ from typing import Callable
 
 from .base import DataSplit, DatasetError
 from .cifar10 import load_cifar10
+from .cifar10_dvs import load_cifar10_dvs
 from .digits import load_digits
 from .idx import load_fashion_mnist, load_mnist, read_idx
+from .nmnist import load_nmnist
 
 DATASETS: dict[str, Callable[[str | os.PathLike | None], DataSplit]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "nmnist": load_nmnist,
+    "cifar10-dvs": load_cifar10_dvs,
 }
 
 

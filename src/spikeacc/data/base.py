@@ -55,8 +55,8 @@ def base_dir(data_dir: str | os.PathLike | None, default: str | None) -> Path | 
 
 def find_dir(name: str, base: Path | None, probe: str, subdirs: Sequence[str], how_to_get: str,
              gz: bool = True) -> Path:
-    """The directory holding ``name``'s files: ``base`` itself if it has the file
-    ``probe`` (or probe.gz when ``gz``), else the first of ``base/<subdir>`` that has it.
+    """The directory holding ``name``'s files: ``base`` itself if it has the file or
+    folder ``probe`` (or probe.gz when ``gz``), else the first ``base/<subdir>`` that has it.
 
     Raises DatasetError naming the missing file and ``how_to_get``.
     """
@@ -64,7 +64,7 @@ def find_dir(name: str, base: Path | None, probe: str, subdirs: Sequence[str], h
         raise DatasetError(f"{name}: no data directory; pass --data-dir or set {ENV_DATA_DIR}. {how_to_get}")
     names = (probe, f"{probe}.gz") if gz else (probe,)
     for folder in (base, *(base / sub for sub in subdirs)):
-        if any((folder / filename).is_file() for filename in names):
+        if any((folder / filename).exists() for filename in names):
             return folder
     looked = ", ".join(str(base / sub) for sub in subdirs)
     raise DatasetError(f"{name}: missing {base / probe}{'[.gz]' if gz else ''} "

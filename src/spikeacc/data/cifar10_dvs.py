@@ -39,26 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-try:  # spikeacc.data.base is the data helper's; stand-ins until that branch is merged
-    from .base import DataSplit, DatasetError, base_dir
-except ImportError:  # pragma: no cover - delete this branch when data/base.py exists
-    from dataclasses import dataclass
-
-    class DatasetError(Exception):
-        """Dataset files missing, truncated or corrupt."""
-
-    @dataclass
-    class DataSplit:
-        train: Dataset
-        test: Dataset
-        sample_shape: tuple[int, ...]
-        n_classes: int
-        name: str
-        frames: int | None = None
-
-    def base_dir(data_dir: str | os.PathLike | None, default: str | None) -> Path | None:
-        chosen = data_dir if data_dir is not None else os.environ.get("SPIKEACC_DATA") or default
-        return None if chosen is None else Path(chosen).expanduser()
+from .base import DataSplit, DatasetError, base_dir, find_dir
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SENSOR_SIZE = 128
@@ -183,14 +164,8 @@ def split_files(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, in
 
 
 def find_root(data_dir: str | os.PathLike | None) -> Path:
-    base = base_dir(data_dir, None)
-    if base is None:
-        raise DatasetError(f"CIFAR10-DVS: no data directory; pass --data-dir or set SPIKEACC_DATA. {HOW_TO_GET}")
-    for folder in (base, *(base / sub for sub in SUBDIRS)):
-        if (folder / CLASSES[0]).is_dir():
-            return folder
-    raise DatasetError(f"CIFAR10-DVS: no class folder {base / CLASSES[0]} (also looked in "
-                       f"{', '.join(str(base / sub) for sub in SUBDIRS)}). {HOW_TO_GET}")
+    """The folder holding the class folders: data_dir (else $SPIKEACC_DATA) or a subfolder."""
+    return find_dir("CIFAR10-DVS", base_dir(data_dir, None), CLASSES[0], SUBDIRS, HOW_TO_GET, gz=False)
 
 
 def load_cifar10_dvs(data_dir: str | os.PathLike | None = None, frames: int = 10, split_by: str = "count",

@@ -9,6 +9,7 @@ from .bptt import BPTT
 from .ottt import OTTT
 from .saf import SAFE, SAFF
 from .sr import SpikeRepresentation
+from .single_spike import SingleSpike
 
 _REGISTRY: dict[str, Callable[..., Method]] = {
     "bptt": BPTT,
@@ -18,6 +19,7 @@ _REGISTRY: dict[str, Callable[..., Method]] = {
     "saf-e": SAFE,
     "saf-f": SAFF,
     "asf": ASF,
+    "single-spike": SingleSpike,
 }
 
 

@@ -1,0 +1,329 @@
+"""Accelerated single-spike training: speed of the vectorised layer against the
+sequential reference, and of Blocks against the sequential refractory LIF.
+
+In ONE process (ratios are what count; the CPU may be shared):
+1. membrane forms: forward + backward of V = causal decay convolution of a [T, 32, 100]
+   current by "matmul", "conv", "chunked" (T = 8..2048), the measurement behind
+   ``spikeacc.neurons.single_spike.auto_form``;
+2. the issue's speed-up grid: a training step (forward + backward, weight gradient
+   included) of one layer, Linear(1000 -> hidden) + single-spike LIF, on Poisson input
+   (rate per input uniform in [0, 0.2] per step, as the authors' 0-200 Hz at 1 ms),
+   loss = sum of output spikes (the authors' benchmark), vectorised vs sequential
+   reference, for T = 8..2048 and batch 16..256; also the neuron alone (the current
+   given), the part the method vectorises;
+3. Blocks vs the sequential refractory LIF, same layer, T = 512, R = 4, batch 32, and an
+   exact identical-spikes check (float64 currents).
+Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (drift on
+a shared machine hits both alike); medians. Configurations whose input would exceed
+``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
+and marked so. Writes results/single_spike.json, .md and single_spike_speedup.png.
+
+    PYTHONPATH=src python -m benchmarks.single_spike [--quick] [--device cpu|cuda] [--threads N]
+        [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR]
+
+The paper's figures are GPU figures; on a CPU the Linear(1000 -> hidden) product, common
+to both variants, dominates the layer step and caps the ratio (the "neuron alone" column
+shows the time axis alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
+from spikeacc.neurons.single_spike import (
+    auto_form, decay_from_tau, first_spike, leaky_integrate, sequential_single_spike)
+
+NAME = "single_spike"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TIME_STEPS = tuple(2 ** k for k in range(3, 12))  # 8 .. 2048
+BATCHES = (16, 32, 64, 128, 256)
+N_IN, HIDDEN = 1000, 100
+TAU, THRESHOLD, SCALE = 10.0, 1.0, 10.0
+FORMS = ("matmul", "conv", "chunked")
+SEED = 0
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny grid, one repeat (smoke test)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each variant first")
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="neurons in the layer")
+    parser.add_argument("--budget", type=float, default=4.0,
+                        help="skip a configuration whose sequential step takes longer (s)")
+    parser.add_argument("--max-elements", type=int, default=2 ** 27,
+                        help="skip configurations with T * batch * 1000 inputs above this")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default torch's; 1 is steadier on a shared CPU)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats = 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA device")
+    args.device = torch.device(args.device)
+    return args
+
+
+def timed_round_robin(steps: dict[str, Callable[[], object]], args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds per call; ``args.warmup`` untimed calls each first."""
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            seconds[name].append(call_seconds(step, args.device))
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def call_seconds(step: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def poisson_input(T: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    rate = 0.2 * torch.rand(N_IN, generator=generator)  # per input, per step
+    return (torch.rand(T, batch, N_IN, generator=generator) < rate).float()  # [T, B, 1000]
+
+
+def vectorised_neuron(current: torch.Tensor) -> torch.Tensor:
+    return first_spike(leaky_integrate(current, decay_from_tau(TAU)), THRESHOLD, SCALE)
+
+
+def sequential_neuron(current: torch.Tensor) -> torch.Tensor:
+    return sequential_single_spike(current, decay_from_tau(TAU), THRESHOLD, SCALE)[0]
+
+
+def layer_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callable[[], None]:
+    """Forward + backward of Linear + neuron over all T steps (one product for [T*B, 1000])."""
+    T, B = x.shape[:2]
+
+    def step() -> None:
+        synapse.zero_grad(set_to_none=True)
+        current = synapse(x.reshape(T * B, N_IN)).reshape(T, B, -1)  # [T, B, hidden]
+        neuron(current).sum().backward()
+    return step
+
+
+def neuron_step(current: torch.Tensor, neuron: Callable) -> Callable[[], None]:
+    def step() -> None:
+        current.grad = None
+        neuron(current).sum().backward()
+    return step
+
+
+def measure_forms(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    generator = torch.Generator().manual_seed(SEED)
+    for T in TIME_STEPS[:3] if args.quick else TIME_STEPS:
+        current = torch.randn(T, 32, args.hidden, generator=generator).to(args.device).requires_grad_(True)
+        steps = {}
+        for form in FORMS:
+            def step(form=form) -> None:
+                current.grad = None
+                leaky_integrate(current, decay_from_tau(TAU), form).sum().backward()
+            steps[form] = step
+        if T > 512:  # the O(T^2) conv is minutes there; measured below 1024 only
+            steps.pop("conv")
+        seconds = timed_round_robin(steps, args)
+        rows.append({"T": T, "auto": auto_form(T), **{f"{k}_ms": 1e3 * v for k, v in seconds.items()}})
+        print(f"membrane T={T}: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items()), flush=True)
+    return rows
+
+
+def measure_grid(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    grid_T = TIME_STEPS[:3] if args.quick else TIME_STEPS
+    grid_B = BATCHES[:2] if args.quick else BATCHES
+    for T in grid_T:
+        for batch in grid_B:
+            row = {"T": T, "batch": batch}
+            if T * batch * N_IN > args.max_elements:
+                rows.append({**row, "skipped": f"input above --max-elements ({T * batch * N_IN:.2g})"})
+                print(f"T={T} B={batch}: skipped (memory)", flush=True)
+                continue
+            generator = torch.Generator().manual_seed(SEED + T + batch)
+            torch.manual_seed(SEED)
+            synapse = nn.Linear(N_IN, args.hidden).to(args.device)
+            x = poisson_input(T, batch, generator).to(args.device)
+            current = torch.randn(T, batch, args.hidden, generator=generator).mul_(0.3)
+            current = current.to(args.device).requires_grad_(True)
+            seq_first = call_seconds(layer_step(synapse, x, sequential_neuron), args.device)
+            if seq_first > args.budget:
+                rows.append({**row, "skipped": f"sequential step {seq_first:.1f} s > --budget {args.budget} s"})
+                print(f"T={T} B={batch}: skipped (sequential {seq_first:.1f} s)", flush=True)
+                continue
+            layer = timed_round_robin({"vectorised": layer_step(synapse, x, vectorised_neuron),
+                                       "sequential": layer_step(synapse, x, sequential_neuron)}, args)
+            alone = timed_round_robin({"vectorised": neuron_step(current, vectorised_neuron),
+                                       "sequential": neuron_step(current, sequential_neuron)}, args)
+            row.update(layer_vectorised_ms=1e3 * layer["vectorised"], layer_sequential_ms=1e3 * layer["sequential"],
+                       layer_speedup=layer["sequential"] / layer["vectorised"],
+                       neuron_vectorised_ms=1e3 * alone["vectorised"], neuron_sequential_ms=1e3 * alone["sequential"],
+                       neuron_speedup=alone["sequential"] / alone["vectorised"])
+            rows.append(row)
+            print(f"T={T} B={batch}: layer x{row['layer_speedup']:.2f} "
+                  f"({row['layer_sequential_ms']:.1f} / {row['layer_vectorised_ms']:.1f} ms), "
+                  f"neuron x{row['neuron_speedup']:.2f}", flush=True)
+    return rows
+
+
+def measure_blocks(args: argparse.Namespace, T: int = 512, refractory: int = 4, batch: int = 32) -> dict:
+    if args.quick:
+        T = 64
+    beta = decay_from_tau(TAU)
+    generator = torch.Generator().manual_seed(SEED)
+    x = poisson_input(T, batch, generator).to(args.device)
+    torch.manual_seed(SEED)
+    synapse = nn.Linear(N_IN, args.hidden).to(args.device)
+    with torch.no_grad():
+        current64 = synapse.double()(x.double().reshape(T * batch, N_IN)).reshape(T, batch, -1)
+    synapse.float()
+    spikes_blocks = blocks_lif(current64, beta, THRESHOLD, refractory)[0]
+    spikes_seq = sequential_refractory_lif(current64, beta, THRESHOLD, refractory)[0]
+    mismatches = int((spikes_blocks != spikes_seq).sum())
+    blocks_neuron = lambda c: blocks_lif(c, beta, THRESHOLD, refractory, SCALE)[0]  # noqa: E731
+    sequential = lambda c: sequential_refractory_lif(c, beta, THRESHOLD, refractory, SCALE)[0]  # noqa: E731
+    seconds = timed_round_robin({"blocks": layer_step(synapse, x, blocks_neuron),
+                                 "sequential": layer_step(synapse, x, sequential)}, args)
+    current = current64.float().requires_grad_(True)
+    alone = timed_round_robin({"blocks": neuron_step(current, blocks_neuron),
+                               "sequential": neuron_step(current, sequential)}, args)
+    result = {"T": T, "R": refractory, "batch": batch, "blocks_ms": 1e3 * seconds["blocks"],
+              "sequential_ms": 1e3 * seconds["sequential"], "speedup": seconds["sequential"] / seconds["blocks"],
+              "neuron_blocks_ms": 1e3 * alone["blocks"], "neuron_sequential_ms": 1e3 * alone["sequential"],
+              "neuron_speedup": alone["sequential"] / alone["blocks"],
+              "spikes": int(spikes_seq.sum()), "spike_mismatches_float64": mismatches,
+              "max_spikes_per_neuron": int(spikes_seq.sum(0).max())}
+    print(f"blocks T={T} R={refractory}: layer x{result['speedup']:.2f}, neuron x{result['neuron_speedup']:.2f}, {mismatches} mismatching spikes "
+          f"of {result['spikes']}", flush=True)
+    return result
+
+
+def heatmap(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = sorted({r["T"] for r in rows})
+    batches = sorted({r["batch"] for r in rows})
+    grid = torch.full((len(times), len(batches)), math.nan)
+    for r in rows:
+        if "layer_speedup" in r:
+            grid[times.index(r["T"]), batches.index(r["batch"])] = r["layer_speedup"]
+    fig, ax = plt.subplots(figsize=(5, 6))
+    image = ax.imshow(grid.numpy(), cmap="viridis", aspect="auto", origin="lower")
+    for i in range(len(times)):
+        for j in range(len(batches)):
+            value = grid[i, j].item()
+            ax.text(j, i, "skip" if math.isnan(value) else f"{value:.1f}", ha="center", va="center",
+                    color="black" if math.isnan(value) or value >= grid.nan_to_num(0).max() / 2 else "white",
+                    fontsize=8)
+    ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+    ax.set_yticks(range(len(times)), [str(t) for t in times])
+    ax.set_xlabel("batch")
+    ax.set_ylabel("T (time steps)")
+    ax.set_title("training-step speed-up,\nvectorised / sequential single-spike")
+    fig.colorbar(image, ax=ax, label="speed-up (x)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def machine(device: torch.device) -> dict:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor(), "device": str(device),
+            "gpu": gpu, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def markdown(payload: dict) -> str:
+    where = ", ".join(f"{key} {value}" for key, value in payload["machine"].items() if value)
+    lines = ["# Single-spike benchmark\n", f"Machine: {where}. Indicative if the CPU was shared.\n",
+             f"Layer: Linear({N_IN} -> {payload['hidden']}) + single-spike LIF (tau {TAU}, threshold "
+             f"{THRESHOLD}, scale {SCALE}); Poisson input; forward + backward; median of "
+             f"{payload['repeats']} round-robin repeats.\n", "## Targets\n"]
+    lines += [f"- {t}" for t in payload["targets"]]
+    lines += ["\n## Membrane forms (forward + backward, [T, 32, hidden], ms)\n",
+              "| T | matmul | conv | chunked | auto |", "|---|---|---|---|---|"]
+    for r in payload["membrane_forms"]:
+        cells = [f"{r[f'{f}_ms']:.2f}" if f"{f}_ms" in r else "not run" for f in FORMS]
+        lines.append(f"| {r['T']} | " + " | ".join(cells) + f" | {r['auto']} |")
+    lines += ["\n## Speed-up grid (layer step; neuron alone in brackets)\n",
+              "| T \\ batch | " + " | ".join(str(b) for b in sorted({r['batch'] for r in payload['grid']})) + " |",
+              "|---|" + "---|" * len({r['batch'] for r in payload['grid']})]
+    for T in sorted({r["T"] for r in payload["grid"]}):
+        cells = []
+        for r in sorted((r for r in payload["grid"] if r["T"] == T), key=lambda r: r["batch"]):
+            cells.append(f"x{r['layer_speedup']:.2f} (x{r['neuron_speedup']:.1f})" if "layer_speedup" in r
+                         else f"skipped: {r['skipped']}")
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    lines += ["\n## Times (ms)\n", "| T | batch | layer vectorised | layer sequential | neuron vectorised | neuron sequential |",
+              "|---|---|---|---|---|---|"]
+    for r in payload["grid"]:
+        if "layer_speedup" in r:
+            lines.append(f"| {r['T']} | {r['batch']} | {r['layer_vectorised_ms']:.2f} | {r['layer_sequential_ms']:.2f} "
+                         f"| {r['neuron_vectorised_ms']:.2f} | {r['neuron_sequential_ms']:.2f} |")
+    b = payload["blocks"]
+    lines += ["\n## Blocks vs sequential refractory LIF\n",
+              f"T = {b['T']}, R = {b['R']}, batch {b['batch']}: layer step blocks {b['blocks_ms']:.1f} ms, sequential "
+              f"{b['sequential_ms']:.1f} ms, speed-up x{b['speedup']:.2f}; neuron alone {b['neuron_blocks_ms']:.1f} / "
+              f"{b['neuron_sequential_ms']:.1f} ms, x{b['neuron_speedup']:.2f}; {b['spike_mismatches_float64']} "
+              f"mismatching spikes of {b['spikes']} (float64), up to {b['max_spikes_per_neuron']} spikes per neuron."]
+    return "\n".join(lines) + "\n"
+
+
+def targets(grid: list[dict], blocks: dict) -> list[str]:
+    out = []
+    at128 = next((r for r in grid if r["T"] == 128 and r["batch"] == 32 and "layer_speedup" in r), None)
+    if at128:
+        verdict = "PASS" if at128["layer_speedup"] >= 10 else "MISS"
+        out.append(f"{verdict} layer step vectorised vs sequential at T=128, batch 32: x{at128['layer_speedup']:.2f} "
+                   f"(target >= 10; neuron alone x{at128['neuron_speedup']:.2f})")
+    verdict = "PASS" if blocks["speedup"] >= 5 and blocks["spike_mismatches_float64"] == 0 else "MISS"
+    out.append(f"{verdict} Blocks vs sequential refractory LIF at T={blocks['T']}, R={blocks['R']}: "
+               f"x{blocks['speedup']:.2f} (neuron alone x{blocks['neuron_speedup']:.2f}) with "
+               f"{blocks['spike_mismatches_float64']} mismatching spikes "
+               f"(target >= 5, identical spikes)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.perf_counter()
+    forms = measure_forms(args)
+    grid = measure_grid(args)
+    blocks = measure_blocks(args)
+    payload = {"name": NAME, "machine": machine(args.device), "hidden": args.hidden, "n_in": N_IN, "repeats": args.repeats,
+               "quick": args.quick, "membrane_forms": forms, "grid": grid, "blocks": blocks,
+               "targets": targets(grid, blocks), "seconds": time.perf_counter() - started}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{NAME}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / f"{NAME}.md").write_text(markdown(payload))
+    heatmap(grid, args.out / f"{NAME}_speedup.png")
+    print("\n".join(payload["targets"]))
+    print(f"wrote {args.out / NAME}.json, .md, _speedup.png in {payload['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
