@@ -8,4 +8,5 @@ MODULES = [
     "saf_family",
     "single_spike",
     "asf",
+    "accuracy",
 ]

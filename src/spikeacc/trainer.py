@@ -217,12 +217,14 @@ class Trainer:
                 self._write_metrics(stopped=str(err))
                 raise
             record.update(self.evaluate())
+            if hasattr(self.method, "stats"):  # e.g. ASF-BP's per-layer k and fit error
+                record["method_stats"] = self.method.stats()
             self.history.append(record)
             self._save_checkpoint()
             self._write_metrics()
             self.log(f"epoch {epoch}/{self.config.epochs}: train loss {record['train_loss']:.4f} "
                      f"acc {record['train_acc']:.2%} | test acc {record['test_acc']:.2%} "
-                     f"| {record['epoch_time_s']:.1f}s")
+                     f"| {record['epoch_time_s']:.2f}s")
         return self._write_metrics()
 
     def train_epoch(self, epoch: int) -> dict:
