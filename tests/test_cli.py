@@ -194,3 +194,17 @@ def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(models.MODELS, "wrong", wrong)
     assert in_process("train", *TINY, "--model", "wrong", "--out", str(tmp_path / "o")) == 2
     assert "model 'wrong' does not fit 'digits' samples [1, 8, 8]" in one_error_line(capsys.readouterr().err)
+
+
+def test_resume_keeps_asf_k(tmp_path):
+    """ASF-BP's fitted k lives in the method; resuming must restore it, so the resumed
+    history equals a straight run."""
+    asf = ["--method", "asf", *TINY]
+    assert in_process("train", *asf, "--out", str(tmp_path / "straight")) == 0
+    assert in_process("train", *asf[:2], "--epochs", "1", *asf[4:], "--out", str(tmp_path / "split")) == 0
+    assert in_process("train", *asf, "--out", str(tmp_path / "split"), "--resume") == 0
+    straight, resumed = (json.loads((tmp_path / name / "metrics.json").read_text())["history"]
+                         for name in ("straight", "split"))
+    for a, b in zip(resumed, straight):
+        for key in ("train_loss", "train_acc", "test_acc", "method_stats"):
+            assert a[key] == b[key], (key, a, b)

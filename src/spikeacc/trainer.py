@@ -288,6 +288,7 @@ class Trainer:
             "history": self.history,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -307,6 +308,8 @@ class Trainer:
         self._check_same_config(state["config"], path)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("method") is not None:  # e.g. ASF-BP's fitted k
+            self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.shuffle.set_state(state["rng"]["shuffle"].cpu())

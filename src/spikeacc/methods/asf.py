@@ -40,7 +40,7 @@ authors' code also sums over the batch, a mere rescaling) or with cross-entropy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -221,6 +221,16 @@ class ASF(Method):
             self.gains = [AdaptiveGain(self.per_channel) for _ in net.hidden]
             self.pool_gains = [AdaptiveGain(self.per_channel, masked=False) if site else None
                                for site in pooling_sites(net, self.pool_neuron)]
+
+    def state_dict(self) -> dict:
+        """The estimation state (k per layer and pooling stage, step count) for checkpoints."""
+        return {"train_steps": self.train_steps, "gains": [asdict(g) for g in self.gains],
+                "pool_gains": [asdict(g) if g else None for g in self.pool_gains]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_steps = state["train_steps"]
+        self.gains = [AdaptiveGain(**g) for g in state["gains"]]
+        self.pool_gains = [AdaptiveGain(**g) if g else None for g in state["pool_gains"]]
 
     def stats(self) -> list[dict]:
         """Per hidden layer ("hidden.i"), then per pooling stage ("pool.i", before synapse i):
