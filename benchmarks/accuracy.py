@@ -10,7 +10,8 @@ of the issues that need training rather than timing:
   <= 10 epochs, and its hidden spikes per sample >= 80% fewer than a multi-spike LIF
   network of the same size trained with BPTT on the same input.
 
-Groups can run on their own (``--group fashion``) and write results/accuracy_<group>.*.
+Groups can run on their own (``--group fashion``) and write results/accuracy_<group>.json,
+.md and .png (test accuracy per epoch of every method).
 Epoch times in these tables come from the training runs (machine named); compare step
 times with the saf_family benchmark, which times methods round-robin.
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
+from spikeacc.report import plot_comparison
 from spikeacc.trainer import TrainConfig, train
 
 from . import common
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         name = f"accuracy_{group}" + ("_quick" if args.quick else "")
         payload = {"group": group, "machine": machine, "rows": rows, "targets": checks}
         common.write_results(args.out, name, payload, markdown(group, rows, checks, machine))
+        plot_comparison({r["method"]: r["test_acc"] for r in rows}, args.out / f"{name}.png",
+                        f"{rows[0]['dataset']}, {rows[0]['model']} {rows[0]['hidden']}, T={rows[0]['T']}")
         for check in checks:
             print(check.line())
         print(json.dumps({r["method"]: round(100 * r["final_test_acc"], 2) for r in rows}))

@@ -7,7 +7,7 @@ import torch
 from spikeacc import methods
 from spikeacc.methods import Method, spiking_inference
 from spikeacc.models import MLP
-from spikeacc.report import plot_curves, plot_raster, sample_spikes, save_raster
+from spikeacc.report import plot_comparison, plot_curves, plot_raster, sample_spikes, save_raster
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -40,3 +40,9 @@ def test_no_raster_for_methods_not_on_the_lif_network(tmp_path):
     assert sample_spikes(MLP(4, [3], 2), Other(T=2), torch.rand(1, 4)) is None
     assert not save_raster(MLP(4, [3], 2), Other(T=2), torch.rand(1, 4), tmp_path / "r.png")
     assert not (tmp_path / "r.png").exists()
+
+
+def test_plot_comparison_writes_a_png(tmp_path):
+    path = tmp_path / "compare.png"
+    plot_comparison({"saf-f": [0.5, 0.7], "bptt": [0.4, 0.8]}, path, "title")
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -41,6 +41,20 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     plt.close(fig)
 
 
+def plot_comparison(test_acc: dict[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> None:
+    """Test accuracy per epoch of several runs, one line per run (labels are the keys)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, accuracies in test_acc.items():
+        ax.plot(range(1, len(accuracies) + 1), [100 * a for a in accuracies], "o-", label=label)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_raster(spikes: torch.Tensor, path: str | os.PathLike, title: str = "",
                 layer_sizes: Sequence[int] = ()) -> None:
     """Spike raster of one sample: spikes [T, N] (0/1) drawn as a time x neuron image,
