@@ -17,7 +17,6 @@ times with the saf_family benchmark, which times methods round-robin.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

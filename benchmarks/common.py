@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 import spikeacc
+from spikeacc.cli import int_at_least
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -26,30 +27,13 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--repeats", type=_positive_int, default=None,
+    parser.add_argument("--repeats", type=int_at_least(1), default=None,
                         help="timed repeats per configuration (median reported)")
-    parser.add_argument("--warmup", type=_non_negative_int, default=None, help="untimed steps first")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--warmup", type=int_at_least(0), default=None, help="untimed steps first")
+    parser.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the results")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 def setup(args: argparse.Namespace) -> torch.device:

@@ -15,12 +15,7 @@ from spikeacc.neurons.if_neuron import IF
 
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def if_step(v_prev, current, v_th, leak=1.0):

@@ -18,12 +18,7 @@ from spikeacc.neurons.surrogate import derivative
 ATOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def make_mlp(seed=0, v_th=1.0, sizes=(12, [9, 7], 4)):
