@@ -25,7 +25,7 @@ from .common import (Target, base_parser, machine, machine_line, markdown_table,
                      median, setup, time_round_robin, write_results)
 
 NAME = "saf_family"
-METHODS = ("bptt", "ottt-o", "ottt-a", "sr", "saf-e", "saf-f")
+METHODS = ("bptt", "ottt-o", "ottt-a", "sr", "saf-e", "saf-f", "asf")  # asf: ASF-BP on the same nets
 TIME_STEPS = (4, 6, 8, 16, 32)
 SEED = 0
 LEARNING_RATE = 1e-3
