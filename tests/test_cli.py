@@ -208,3 +208,10 @@ def test_resume_keeps_asf_k(tmp_path):
     for a, b in zip(resumed, straight):
         for key in ("train_loss", "train_acc", "test_acc", "method_stats"):
             assert a[key] == b[key], (key, a, b)
+
+
+def test_numeric_failure_inside_the_optimizer_exits_3_without_traceback(tmp_path):
+    done = spikeacc("train", *TINY, "--lr", "1e38", "--out", str(tmp_path / "o"))
+    assert done.returncode == 3
+    assert "training step failed" in one_error_line(done.stderr)
+    assert "Traceback" not in done.stderr

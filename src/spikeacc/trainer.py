@@ -238,7 +238,11 @@ class Trainer:
         start = time.perf_counter()
         for batch, (x, y) in enumerate(bar, 1):
             x, y = x.to(self.device), y.to(self.device)
-            loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
+            try:
+                loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
+            except RuntimeError as err:  # numeric failure inside torch, e.g. an lr that overflows
+                raise TrainingDiverged(f"training step failed at epoch {epoch}, batch {batch} "
+                                       f"({err}); stopped ({self._last_good()})") from err
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
