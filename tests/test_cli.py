@@ -215,3 +215,22 @@ def test_numeric_failure_inside_the_optimizer_exits_3_without_traceback(tmp_path
     assert done.returncode == 3
     assert "training step failed" in one_error_line(done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_method_options_reach_the_method_and_survive_resume(tmp_path):
+    out = tmp_path / "decay"
+    method = ["--method", "single-spike", "--encoder", "latency", "--method-option", "trainable_decay=true"]
+    assert in_process("train", *method, "--epochs", "1", *TINY[2:], "--out", str(out)) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert any("single_spike_neurons" in key for key in state["model"])  # decays are trained weights
+    assert state["config"]["method_options"] == {"trainable_decay": True}
+    assert in_process("train", *method, *TINY, "--out", str(out), "--resume") == 0
+
+
+@pytest.mark.parametrize("option, message", [
+    ("nope=1", "unexpected keyword argument 'nope'"),
+    ("novalue", "expected KEY=VALUE"),
+])
+def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
+    assert in_process("train", *TINY, "--method-option", option, "--out", str(tmp_path / "o")) == 2
+    assert message in one_error_line(capsys.readouterr().err)

@@ -6,6 +6,7 @@ Errors from bad arguments or bad data files print one line
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,18 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
+def method_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON (true, 0.5, "x") or else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -104,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="test on a seeded random N samples")
+    train.add_argument("--method-option", dest="method_options", type=method_option, action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="option of the method's constructor, repeatable; VALUE is JSON or a "
+                            "string, e.g. trainable_decay=true (single-spike), loss=ce (asf)")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser

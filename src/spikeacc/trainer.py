@@ -62,6 +62,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     resume: bool = False
+    method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
 
     def validate(self) -> None:
         """ValueError naming the first bad setting."""
@@ -81,6 +82,7 @@ class TrainConfig:
         """Plain-typed dict (JSON and checkpoint safe)."""
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden)
+        record["method_options"] = dict(self.method_options)
         return record
 
 
@@ -165,9 +167,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir)
         self.encoder = encoders.get(self._encoder_name(self.split), config.T)
-        self.method = methods.get(config.method, T=config.T)
+        self.method = methods.get(config.method, T=config.T, **dict(config.method_options))
         self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
                          hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
+        if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net
+            self.method.prepare(self.net)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.train_idx = subset_indices(len(self.split.train), config.limit_train, config.seed)
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)

@@ -31,7 +31,10 @@ def get(name: str, T: int, **options) -> Method:
     """Build the method ``name`` for T time steps (ValueError for an unknown name)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](T=T, **options)
+    try:
+        return _REGISTRY[name](T=T, **options)
+    except TypeError as err:  # an option the method does not take
+        raise ValueError(f"method {name!r}: {err}") from None
 
 
 __all__ = ["BPTT", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
