@@ -10,10 +10,8 @@ All configurations are timed round-robin in one process; medians are reported.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +21,8 @@ import torch
 
 from spikeacc.methods.asf import ASF
 from spikeacc.models import build
+
+from . import common
 
 NAME = "asf"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -93,13 +93,6 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return intercept, slope, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": "cpu",
-            "load_average_1min": os.getloadavg()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
 def report(results: dict[int, dict[str, float]], settings: dict) -> tuple[dict, str]:
     Ts = sorted(results)
     low, high = Ts[0], Ts[-1]
@@ -113,7 +106,8 @@ def report(results: dict[int, dict[str, float]], settings: dict) -> tuple[dict, 
         {"name": f"saved bytes for backward T={high} / T={low}", "criterion": "== 1", "measured": saved_ratio,
          "passed": saved_ratio == 1.0},
     ]
-    payload = {"benchmark": NAME, "machine": machine(), "settings": settings,
+    info = {**common.machine(torch.device("cpu")), "load_average_1min": os.getloadavg()[0]}
+    payload = {"benchmark": NAME, "machine": info, "settings": settings,
                "results": {str(T): results[T] for T in Ts},
                "forward_fit": {"intercept_s": intercept, "slope_s_per_step": slope, "r2": r2},
                "targets": targets}
@@ -122,9 +116,8 @@ def report(results: dict[int, dict[str, float]], settings: dict) -> tuple[dict, 
             f"{r['spikes_per_sample']:.0f} |" for T, r in results.items()]
     min_ratio = results[high]["min_backward_s"] / results[low]["min_backward_s"]
     lines = [f"# ASF-BP: cost per training step versus T ({settings['model']}, batch {settings['batch']})", "",
-             f"Machine: {payload['machine']['cpu_count']} CPUs, {payload['machine']['torch_threads']} torch threads, "
-             f"torch {payload['machine']['torch']}, load average {payload['machine']['load_average_1min']:.1f} "
-             f"when done, {payload['machine']['date']}. Medians of {settings['repeats']} "
+             f"Machine: {common.machine_line(info)}; load average {info['load_average_1min']:.1f} "
+             f"when done. Medians of {settings['repeats']} "
              f"round-robin rounds; forward simulated {settings['chunk']} steps per batched window.", "",
              "| T | forward ms (min) | backward ms (min) | step ms | saved for backward MiB | spikes / sample |",
              "|---|---|---|---|---|---|", *rows, "",

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ from torch import nn
 from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
 from spikeacc.neurons.single_spike import (
     auto_form, decay_from_tau, first_spike, leaky_integrate, sequential_single_spike)
+
+from . import common
 
 NAME = "single_spike"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -249,16 +250,8 @@ def heatmap(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def machine(device: torch.device) -> dict:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "processor": platform.processor(), "device": str(device),
-            "gpu": gpu, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
 def markdown(payload: dict) -> str:
-    where = ", ".join(f"{key} {value}" for key, value in payload["machine"].items() if value)
-    lines = ["# Single-spike benchmark\n", f"Machine: {where}. Indicative if the CPU was shared.\n",
+    lines = ["# Single-spike benchmark\n", f"Machine: {common.machine_line(payload['machine'])}.\n",
              f"Layer: Linear({N_IN} -> {payload['hidden']}) + single-spike LIF (tau {TAU}, threshold "
              f"{THRESHOLD}, scale {SCALE}); Poisson input; forward + backward; median of "
              f"{payload['repeats']} round-robin repeats.\n", "## Targets\n"]
@@ -313,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     forms = measure_forms(args)
     grid = measure_grid(args)
     blocks = measure_blocks(args)
-    payload = {"name": NAME, "machine": machine(args.device), "hidden": args.hidden, "n_in": N_IN, "repeats": args.repeats,
+    payload = {"name": NAME, "machine": common.machine(args.device), "hidden": args.hidden, "n_in": N_IN, "repeats": args.repeats,
                "quick": args.quick, "membrane_forms": forms, "grid": grid, "blocks": blocks,
                "targets": targets(grid, blocks), "seconds": time.perf_counter() - started}
     args.out.mkdir(parents=True, exist_ok=True)
