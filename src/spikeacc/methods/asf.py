@@ -48,7 +48,7 @@ from torch import nn
 
 from ..models import SpikingNet, Synapse
 from ..neurons.if_neuron import IF
-from .base import Inference, Inputs, Method, replace_grad
+from .base import Inference, Inputs, Method, over_time, per_sample, replace_grad
 
 LOSSES = ("mse", "ce")
 
@@ -162,24 +162,18 @@ def accumulated_flow(net: SpikingNet, inputs: Inputs, neuron: IF, chunk: int | N
             o_in = o_in + h.sum(0)
         for layer, synapse in enumerate(synapses):
             if pooled[layer]:
-                pooled_in = _steps(synapse.pre, h)  # [S, B, ...]
+                pooled_in = over_time(synapse.pre, h)  # [S, B, ...]
                 h, pool_v_mems[layer] = pool_neuron.run(pooled_in, pool_v_mems[layer])
                 pool_counts[layer] = pool_counts[layer] + h.sum(0)
                 if layer == len(net.hidden):  # the readout's pooling: nothing spikes after it
                     break
                 synapse = Synapse(synapse.op)  # the same weights, without the pre-ops
-            current = _steps(synapse, h)
+            current = over_time(synapse, h)
             if current.shape[0] != steps:  # static input: one product for every step
                 current = current.expand(steps, *current.shape[1:])
             h, v_mems[layer] = neuron.run(current, v_mems[layer])  # [S, B, ...]
             counts[layer] = counts[layer] + h.sum(0)
     return Flow(o_in, counts, pool_counts)
-
-
-def _steps(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Apply a per-sample module to [S, B, ...] as one batch of S*B samples."""
-    out = module(h.reshape(-1, *h.shape[2:]))
-    return out.reshape(h.shape[0], -1, *out.shape[1:])
 
 
 class ASF(Method):
@@ -284,8 +278,7 @@ class ASF(Method):
         readout = net.readout
         if flow.pool_counts[-1] is not None:
             h, readout = flow.pool_counts[-1], Synapse(net.readout.op)
-        per_sample = [c.reshape(c.shape[0], -1).sum(1) for c in flow.counts]
-        return Inference(readout(h, bias_scale=scale) / scale, per_sample)
+        return Inference(readout(h, bias_scale=scale) / scale, [per_sample(c) for c in flow.counts])
 
 
 def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool) -> torch.Tensor:

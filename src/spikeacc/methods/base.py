@@ -87,19 +87,27 @@ def _same_size(shape: torch.Size, sample_shape: tuple[int, ...]) -> bool:
     return math.prod(shape) == math.prod(sample_shape)
 
 
+def over_time(module: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Apply a per-sample module to every step of h [S, B, ...] as one batch of S*B samples."""
+    out = module(h.reshape(-1, *h.shape[2:]))  # [S*B, ...]
+    return out.reshape(h.shape[0], -1, *out.shape[1:])  # [S, B, ...]
+
+
+def per_sample(values: torch.Tensor) -> torch.Tensor:
+    """Sum over everything but the batch dim: [B, ...] -> [B] (e.g. spikes per sample)."""
+    return values.flatten(1).sum(1)
+
+
 def lif_forward(net: SpikingNet, inputs: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The real LIF network, layer by layer over all T steps (one product per layer
     for the whole window): spikes of every hidden layer [T, B, ...] and readout
     membrane per step o[t] = W_out s_L[t] + b, [T, B, K]. Differentiable (BPTT)."""
-    T, B = inputs.T, inputs.batch
     h = inputs.sequence()  # [T, B, ...]
     spikes = []
     for synapse in net.hidden:
-        current = synapse(h.reshape(T * B, *h.shape[2:]))  # [T*B, ...]
-        h = net.neuron.run(current.reshape(T, B, *current.shape[1:]))  # [T, B, ...]
+        h = net.neuron.run(over_time(synapse, h))  # [T, B, ...]
         spikes.append(h)
-    out = net.readout(h.reshape(T * B, *h.shape[2:]))  # [T*B, K]
-    return spikes, out.reshape(T, B, -1)
+    return spikes, over_time(net.readout, h)  # [T, B, K]
 
 
 def readout_logits(per_step: torch.Tensor, readout: str, lam: float) -> torch.Tensor:
@@ -122,7 +130,7 @@ def spiking_inference(net: SpikingNet, x: torch.Tensor, T: int, readout: str = "
 
 def spike_counts(spikes: list[torch.Tensor]) -> list[torch.Tensor]:
     """Per layer, spikes per sample: each [T, B, ...] -> [B]."""
-    return [s.transpose(0, 1).reshape(s.shape[1], -1).sum(1) for s in spikes]
+    return [per_sample(s.sum(0)) for s in spikes]
 
 
 def per_step_ce(per_step: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,6 +192,6 @@ class OnlineMethod(Method):
         for t in range(self.T):
             out, state, spikes = self.forward_step(net, inputs, t, state)
             logits = logits + out / self.T
-            step_counts = [s.reshape(s.shape[0], -1).sum(1) for s in spikes]
+            step_counts = [per_sample(s) for s in spikes]
             counts = step_counts if counts is None else [c + s for c, s in zip(counts, step_counts)]
         return Inference(logits, counts)

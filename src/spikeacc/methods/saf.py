@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..models import SpikingNet
 from ..neurons import accumulation_weight
-from .base import Inference, Inputs, Method, OnlineMethod, replace_grad
+from .base import Inference, Inputs, Method, OnlineMethod, per_sample, replace_grad
 
 
 def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float,
@@ -66,7 +66,7 @@ def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int
     for t in range(steps):
         acc_in = lam * acc_in + inputs.at(t)
         accs, spikes = saf_layers(net, acc_in, accs, accumulation_weight(lam, t + 1))
-        counts = [n + s.flatten(1).sum(1) for n, s in zip(counts, spikes)]
+        counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
     return [acc_in, *accs], counts
 
 

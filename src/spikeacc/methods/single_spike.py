@@ -28,7 +28,7 @@ from torch import nn
 from ..models import SpikingNet
 from ..neurons.single_spike import (
     MEMBRANE_FORMS, READOUTS, SingleSpikeLIF, decay_from_tau, readout_logits)
-from .base import Inference, Inputs, Method, spike_counts
+from .base import Inference, Inputs, Method, over_time, spike_counts
 
 DECAY_MODULE = "single_spike_neurons"
 
@@ -70,14 +70,14 @@ class SingleSpike(Method):
 
     def forward(self, net: SpikingNet, inputs: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Hidden spikes per layer [T, B, ...] and logits [B, K], with graph."""
-        T, B = inputs.T, inputs.batch
+        T = inputs.T
         h = inputs.x  # [B, ...] static or [T, B, ...]
         spikes = []
         for synapse, neuron in zip(net.hidden, self.prepare(net)):
-            current = apply_synapse(synapse, h, T, B, static=inputs.static and not spikes)
+            current = apply_synapse(synapse, h, T, static=inputs.static and not spikes)
             h = (neuron.reference(current) if self.sequential else neuron(current))[0]
             spikes.append(h)
-        out = apply_synapse(net.readout, h, T, B, static=inputs.static and not spikes)  # [T, B, K]
+        out = apply_synapse(net.readout, h, T, static=inputs.static and not spikes)  # [T, B, K]
         return spikes, readout_logits(out, self.readout_beta, self.readout, self.form)
 
     def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,14 +101,13 @@ class SingleSpike(Method):
         return Inference(logits, spike_counts(spikes))
 
 
-def apply_synapse(synapse: nn.Module, h: torch.Tensor, T: int, B: int, static: bool) -> torch.Tensor:
+def apply_synapse(synapse: nn.Module, h: torch.Tensor, T: int, static: bool) -> torch.Tensor:
     """The synapse on all T steps with one product: [T, B, ...] -> [T, B, ...]. A static
     input [B, ...] is the same every step, so it is applied once and broadcast."""
     if static:
         current = synapse(h)  # [B, ...]
         return current.unsqueeze(0).expand(T, *current.shape)
-    current = synapse(h.reshape(T * B, *h.shape[2:]))  # [T*B, ...]
-    return current.reshape(T, B, *current.shape[1:])
+    return over_time(synapse, h)  # [T, B, ...]
 
 
 @torch.no_grad()
