@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from spikeacc.methods.base import over_time
 from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
 from spikeacc.neurons.single_spike import (
     auto_form, decay_from_tau, first_spike, leaky_integrate, sequential_single_spike)
@@ -116,11 +117,9 @@ def sequential_neuron(current: torch.Tensor) -> torch.Tensor:
 
 def layer_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callable[[], None]:
     """Forward + backward of Linear + neuron over all T steps (one product for [T*B, 1000])."""
-    T, B = x.shape[:2]
-
     def step() -> None:
         synapse.zero_grad(set_to_none=True)
-        current = synapse(x.reshape(T * B, N_IN)).reshape(T, B, -1)  # [T, B, hidden]
+        current = over_time(synapse, x)  # [T, B, hidden]
         neuron(current).sum().backward()
     return step
 
