@@ -23,6 +23,25 @@ def test_blocks_equal_sequential(refractory, T, per_neuron):
         assert spikes.sum(0).max() > 1  # multi-spike
 
 
+@pytest.mark.parametrize("refractory", [0, 1, 4])
+@pytest.mark.parametrize("T", [7, 40])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_blocks_gradients_equal_sequential(refractory, T, per_neuron):
+    # float64; tolerance 1e-10 absolute: both sides are the same sums in another order.
+    gen = torch.Generator().manual_seed(7 * refractory + T)
+    current = (0.8 * torch.rand(T, 3, 6, generator=gen, dtype=DT) - 0.05).requires_grad_(True)
+    beta = 0.6 + 0.4 * torch.rand(6, generator=gen, dtype=DT) if per_neuron else 0.9
+    weight_spikes, weight_v = torch.randn(2, T, 3, 6, generator=gen, dtype=DT)
+    grads = []
+    for neuron in (blocks_lif, sequential_refractory_lif):
+        spikes, v_mem = neuron(current, beta, 1.0, refractory)
+        loss = (weight_spikes * spikes).sum() + (weight_v * v_mem).sum()
+        grads.append(torch.autograd.grad(loss, current)[0])
+        assert spikes.sum(0).max() >= 1
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-10)
+    assert grads[0].abs().sum() > 0
+
+
 def test_refractory_pattern_under_strong_input():
     current = torch.full((12, 1, 1), 5.0, dtype=DT)
     for refractory in (0, 2, 3):

@@ -22,16 +22,22 @@ ceil(T / L) instead of T. Across a block boundary:
   * spike at position q of block i: the refractory steps q+1..q+R cover the rest of
     block i and positions 0..q-1 of block i+1, so block i+1 starts from v = 0 with its
     input at positions < q zeroed (its membrane there is 0 < threshold: no spike).
-Gradients: fast-sigmoid surrogate and the straight-through first-crossing step inside a
-block (as the single-spike neuron); the reset and refractory masks are treated as
-constants (the authors' ``detach_spike_grad``).
+Gradients are those of the sequential neuron under autograd: dS[t]/dv[t] is the
+fast-sigmoid surrogate at every step where the neuron can fire (inside a block: up to
+and including its first crossing, outside the refractory steps), zero while refractory;
+the reset and refractory masks are constants (the authors' ``detach_spike_grad``). So
+the blocks form is an exact fast path of ``sequential_refractory_lif`` in spikes,
+membrane and gradients (tests/test_blocks.py, float64). The authors' Blocks code instead
+passes the gradient straight through the double cumsum as the single-spike neuron does,
+which also gives the post-spike steps of a block a gradient; that is not the gradient
+of the neuron it computes, so it is not used here.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .single_spike import apply_decay_matrix, decay_from_tau, decay_matrix, first_spike, flat_decay
+from .single_spike import apply_decay_matrix, decay_from_tau, decay_matrix, flat_decay
 from .surrogate import check_surrogate, spike
 
 
@@ -62,8 +68,8 @@ def blocks_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: flo
     for block in blocks:  # [L, B, M]
         free = position >= refractory_until  # [L, B, M]
         v_mem = apply_decay_matrix(decay, block * free) + rise * v_start  # [L, B, M]
-        block_spikes = first_spike(v_mem, threshold, scale)  # at most one per neuron
-        fired = block_spikes.detach()
+        block_spikes = spike(v_mem - threshold, "fast_sigmoid", scale) * can_fire(v_mem, threshold, free)
+        fired = block_spikes.detach()  # at most one per neuron and block
         spikes.append(block_spikes)
         v_mems.append(v_mem)
         v_start = v_mem[-1] * (1 - fired.sum(0))  # reset to 0 where the block spiked
@@ -73,6 +79,13 @@ def blocks_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: flo
     v_mem = v_mem * (1 - (fired.cumsum(1) - fired))  # 0 after the spike: refractory
     out_shape = (n_blocks * L, *current.shape[1:])
     return spikes.reshape(out_shape)[:T], v_mem.reshape(out_shape)[:T]
+
+
+def can_fire(v_mem: torch.Tensor, threshold: float, free: torch.Tensor) -> torch.Tensor:
+    """Steps of a block where the neuron may fire: not refractory (``free``) and no
+    crossing earlier in the block. v_mem [L, B, M] -> mask [L, B, M] (no gradient)."""
+    above = (v_mem.detach() >= threshold).to(v_mem.dtype)  # [L, B, M]
+    return free * (above.cumsum(0) == above)  # crossings before t: cumsum - current = 0
 
 
 def sequential_refractory_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: float,
