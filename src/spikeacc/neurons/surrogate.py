@@ -18,9 +18,11 @@ def _sigmoid_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.sigmoid(alpha * x)
 
 
+# The derivatives below work in place on one fresh temporary (x itself is never
+# modified): each pass over a large [T, B, N] tensor is memory-bound on a CPU.
 def _sigmoid_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    sig = torch.sigmoid(alpha * x)
-    return alpha * sig * (1.0 - sig)
+    sig = torch.mul(x, alpha).sigmoid_()
+    return sig.mul_(sig.neg().add_(1.0)).mul_(alpha)  # alpha sig (1 - sig)
 
 
 def _atan_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -28,7 +30,8 @@ def _atan_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _atan_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return 0.5 * alpha / (1.0 + (0.5 * math.pi * alpha * x) ** 2)
+    scaled = torch.mul(x, 0.5 * math.pi * alpha)
+    return scaled.mul_(scaled).add_(1.0).reciprocal_().mul_(0.5 * alpha)  # alpha/2 / (1 + (pi alpha x / 2)^2)
 
 
 def _fast_sigmoid_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -37,7 +40,8 @@ def _fast_sigmoid_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _fast_sigmoid_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return 1.0 / (alpha * x.abs() + 1.0) ** 2
+    denominator = x.abs().mul_(alpha).add_(1.0)
+    return denominator.mul_(denominator).reciprocal_()  # 1 / (alpha |x| + 1)^2
 
 
 def _rect_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -46,7 +50,7 @@ def _rect_primitive(x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _rect_derivative(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return alpha * (x.abs() < 0.5 / alpha).to(x.dtype)
+    return (x.abs() < 0.5 / alpha).to(x.dtype).mul_(alpha)
 
 
 _TABLE: dict[str, tuple[Callable, Callable]] = {
@@ -84,7 +88,7 @@ class _SpikeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_out * derivative(ctx.name, x, ctx.alpha), None, None
+        return derivative(ctx.name, x, ctx.alpha).mul_(grad_out), None, None
 
 
 def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
