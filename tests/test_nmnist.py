@@ -1,4 +1,6 @@
 """N-MNIST binary files (written here in the exact 40-bit event format) -> frames."""
+import json
+
 import pytest
 import torch
 
@@ -43,14 +45,14 @@ def test_dataset_index_and_load(tmp_path):
     write_bin(root / "Train" / "0" / "00001.bin", [(3, 4, 1, 10)])
     write_bin(root / "Train" / "7" / "00002.bin", [(5, 6, 0, 1500), (5, 6, 0, 1600)])
     write_bin(root / "Test" / "9" / "00003.bin", [])
-    split = load_nmnist(tmp_path, T=4, bin_us=1000)
+    split = load_nmnist(tmp_path, frames=4, bin_us=1000)
     assert (split.sample_shape, split.frames, split.n_classes) == ((1, 34, 34), 4, 10)
     assert len(split.train) == 2 and len(split.test) == 1
     x, label = split.train[1]
     assert label == 7 and x.shape == (4, 1, 34, 34) and x[1, 0, 6, 5] == 2
     x, label = split.test[0]
     assert label == 9 and x.sum() == 0
-    assert len(NMNIST(root / "Train", T=2, channels=2)[0][0]) == 2
+    assert len(NMNIST(root / "Train", frames=2, channels=2)[0][0]) == 2
 
 
 def test_truncated_file_names_it(tmp_path):
@@ -74,3 +76,40 @@ def test_missing_data(tmp_path):
         NMNIST(tmp_path / "Train")
     with pytest.raises(ValueError, match="channels"):
         NMNIST(tmp_path / "Train", channels=3)
+
+
+def write_tiny_nmnist(root, per_class=2):
+    """Train and Test folders with ``per_class`` one-event-burst files for digits 0 and 1."""
+    for split in ("Train", "Test"):
+        for digit in (0, 1):
+            for k in range(per_class):
+                events = [(3 + 20 * digit, 5 + k, 1, t_us) for t_us in range(0, 4000, 500)]
+                write_bin(root / split / str(digit) / f"{k:05d}.bin", events)
+
+
+def test_load_dataset_options_and_unknown_option(tmp_path):
+    from spikeacc.data import dataset_options, load_dataset
+    write_tiny_nmnist(tmp_path)
+    split = load_dataset("nmnist", tmp_path, frames=3, bin_us=2000, channels=2)
+    assert (split.frames, split.sample_shape) == (3, (2, 34, 34))
+    assert split.train[0][0][:2].sum() == 8 and split.train[0][0][2].sum() == 0  # 4 ms of events in 2 frames
+    assert "frames" in dataset_options("nmnist") and "frames" not in dataset_options("digits")
+    with pytest.raises(ValueError, match="no option bogus.*frames, bin_us, channels"):
+        load_dataset("nmnist", tmp_path, bogus=1)
+    with pytest.raises(ValueError, match="positive integer frames"):
+        load_dataset("nmnist", tmp_path, frames=0)
+
+
+def test_cli_bins_event_data_into_T_frames(tmp_path, capsys):
+    from test_cli import in_process, one_error_line
+    write_tiny_nmnist(tmp_path / "data")
+    common = ["train", "--dataset", "nmnist", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+              "--hidden", "8", "--batch-size", "4", "--method", "bptt"]
+    assert in_process(*common, "--T", "3", "--dataset-option", "bin_us=2000", "--out", str(tmp_path / "a")) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert (metrics["T"], metrics["dataset_options"], metrics["n_train"]) == (3, {"bin_us": 2000}, 4)
+    capsys.readouterr()
+    assert in_process(*common, "--T", "3", "--dataset-option", "frames=5", "--out", str(tmp_path / "b")) == 2
+    assert "5 frames per sample" in one_error_line(capsys.readouterr().err)
+    assert in_process(*common, "--T", "3", "--dataset-option", "bogus=1", "--out", str(tmp_path / "c")) == 2
+    assert "no option bogus" in one_error_line(capsys.readouterr().err)

@@ -57,7 +57,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
-def method_option(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
     """KEY=VALUE with VALUE read as JSON (true, 0.5, "x") or else kept as a string."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
@@ -117,10 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="test on a seeded random N samples")
-    train.add_argument("--method-option", dest="method_options", type=method_option, action="append",
+    train.add_argument("--method-option", dest="method_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the method's constructor, repeatable; VALUE is JSON or a "
                             "string, e.g. trainable_decay=true (single-spike), loss=ce (asf)")
+    train.add_argument("--dataset-option", dest="dataset_options", type=key_value, action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="option of the dataset's loader, repeatable, e.g. bin_us=1000, channels=2 "
+                            "(nmnist), split_by=time, downsample=4 (cifar10-dvs); event data are "
+                            "binned into --T frames")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser

@@ -28,7 +28,7 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from . import __version__, encoders, methods
-from .data import DataSplit, load_dataset
+from .data import DataSplit, dataset_options, load_dataset
 from .models import build
 
 CHECKPOINT = "checkpoint.pt"
@@ -63,6 +63,7 @@ class TrainConfig:
     limit_test: int | None = None
     resume: bool = False
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
+    dataset_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # loader kwargs
 
     def validate(self) -> None:
         """ValueError naming the first bad setting."""
@@ -83,6 +84,7 @@ class TrainConfig:
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden)
         record["method_options"] = dict(self.method_options)
+        record["dataset_options"] = dict(self.dataset_options)
         return record
 
 
@@ -165,7 +167,7 @@ class Trainer:
         self.out = Path(config.out)
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.split = load_dataset(config.dataset, config.data_dir)
+        self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T)
         self.method = methods.get(config.method, T=config.T, **dict(config.method_options))
         self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
@@ -187,6 +189,13 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
 
+    def _dataset_options(self) -> dict[str, object]:
+        """--dataset-option values; event datasets are binned into T frames unless told otherwise."""
+        options = dict(self.config.dataset_options)
+        if "frames" in dataset_options(self.config.dataset):
+            options.setdefault("frames", self.config.T)
+        return options
+
     def _encoder_name(self, split: DataSplit) -> str:
         name = self.config.encoder or ("frames" if split.frames else "direct")
         if (name == "frames") != bool(split.frames):
@@ -194,7 +203,8 @@ class Trainer:
             raise ValueError(f"encoder {name!r} does not fit dataset {split.name!r} ({kind}); "
                              f"use {'frames' if split.frames else 'direct or poisson'}")
         if split.frames and split.frames != self.config.T:
-            raise ValueError(f"dataset {split.name!r} has {split.frames} frames per sample; set T={split.frames}")
+            raise ValueError(f"dataset {split.name!r} has {split.frames} frames per sample (frames option) "
+                             f"but T={self.config.T}; they must agree")
         return name
 
     def _check_model_fits(self) -> None:

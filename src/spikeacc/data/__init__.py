@@ -1,4 +1,4 @@
-"""Datasets by name: ``load_dataset(name, data_dir=None) -> DataSplit``.
+"""Datasets by name: ``load_dataset(name, data_dir=None, **options) -> DataSplit``.
 
 Built in: "digits" (scikit-learn's 8x8 digits, needs no files; the default),
 "mnist" and "fashion-mnist" (IDX files, raw or .gz), "cifar10" (python batches),
@@ -6,11 +6,13 @@ Built in: "digits" (scikit-learn's 8x8 digits, needs no files; the default),
 Loaders look in ``data_dir``, else $SPIKEACC_DATA, else a dataset default
 (/usr/share/datasets/fashion-mnist for Fashion-MNIST), and accept the files either in
 that directory or in a subfolder named after the dataset (see idx.py, cifar10.py).
-Add a dataset with a loader ``(data_dir) -> DataSplit`` in its own file and one
-``DATASETS`` line.
+Options are the loader's keywords (event datasets: ``frames``, and ``bin_us``/``channels``
+for N-MNIST, ``split_by``/``downsample``/``cache`` for CIFAR10-DVS). Add a dataset with a
+loader ``(data_dir, **options) -> DataSplit`` in its own file and one ``DATASETS`` line.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Callable
 
@@ -21,7 +23,7 @@ from .digits import load_digits
 from .idx import load_fashion_mnist, load_mnist, read_idx
 from .nmnist import load_nmnist
 
-DATASETS: dict[str, Callable[[str | os.PathLike | None], DataSplit]] = {
+DATASETS: dict[str, Callable[..., DataSplit]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
@@ -31,11 +33,22 @@ DATASETS: dict[str, Callable[[str | os.PathLike | None], DataSplit]] = {
 }
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> DataSplit:
-    """Load dataset ``name`` (ValueError if unknown, DatasetError if its files are bad)."""
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options) -> DataSplit:
+    """Load dataset ``name`` with the loader's keyword ``options`` (ValueError if the name
+    or an option is unknown or bad, DatasetError if its files are bad)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](data_dir)
+    known = dataset_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no option {', '.join(unknown)}; "
+                         f"its options: {', '.join(known) or 'none'}")
+    return DATASETS[name](data_dir, **options)
 
 
-__all__ = ["DATASETS", "DataSplit", "DatasetError", "load_dataset", "read_idx"]
+def dataset_options(name: str) -> list[str]:
+    """The keyword options of dataset ``name``'s loader (``frames`` marks event data)."""
+    return [p for p in inspect.signature(DATASETS[name]).parameters if p != "data_dir"]
+
+
+__all__ = ["DATASETS", "DataSplit", "DatasetError", "dataset_options", "load_dataset", "read_idx"]

@@ -15,8 +15,9 @@ The sensor crop is 34 x 34 pixels. Layout: <root>/Train/<digit>/*.bin and
 ``data_dir``, else $SPIKEACC_DATA, and the folders may also sit in <root>/N-MNIST or
 <root>/nmnist.
 
-A sample is binned into T frames of ``bin_us`` microseconds from time 0 (default 300
-frames of 1 ms: the first 300 ms, as in Taylor et al. 2022); later events are dropped.
+A sample is binned into ``frames`` frames of ``bin_us`` microseconds from time 0 (default
+300 frames of 1 ms: the first 300 ms, as in Taylor et al. 2022); later events are dropped.
+``spikeacc train`` asks for ``frames`` = --T; --dataset-option bin_us=... sets the width.
 Each frame holds the event count per pixel, polarities merged (1 channel) or kept
 (2 channels, OFF then ON): x [T, C, 34, 34] float32 (y is the row index, x the column).
 Files are read and binned on access (60000 x 300 x 34 x 34 frames would not fit in
@@ -78,13 +79,14 @@ def bin_events(events: dict[str, np.ndarray], T: int, bin_us: int, channels: int
 class NMNIST(Dataset):
     """One split (<root>/Train or <root>/Test) as (frames [T, C, 34, 34], label) pairs."""
 
-    def __init__(self, split_dir: str | os.PathLike, T: int = 300, bin_us: int = 1000,
+    def __init__(self, split_dir: str | os.PathLike, frames: int = 300, bin_us: int = 1000,
                  channels: int = 1) -> None:
-        if int(T) != T or T <= 0 or int(bin_us) != bin_us or bin_us <= 0:
-            raise ValueError(f"N-MNIST needs positive integer T and bin_us, got T={T}, bin_us={bin_us}")
+        if not all(isinstance(n, int) and n > 0 for n in (frames, bin_us)):
+            raise ValueError(f"N-MNIST needs positive integer frames and bin_us, got frames={frames!r}, "
+                             f"bin_us={bin_us!r}")
         if channels not in (1, 2):
-            raise ValueError(f"N-MNIST channels must be 1 (polarities merged) or 2 (kept), got {channels}")
-        self.T, self.bin_us, self.channels = int(T), int(bin_us), channels
+            raise ValueError(f"N-MNIST channels must be 1 (polarities merged) or 2 (kept), got {channels!r}")
+        self.frames, self.bin_us, self.channels = frames, bin_us, channels
         self.files = index_files(Path(split_dir))
 
     def __len__(self) -> int:
@@ -92,7 +94,7 @@ class NMNIST(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.files[i]
-        return bin_events(read_events(path), self.T, self.bin_us, self.channels), label
+        return bin_events(read_events(path), self.frames, self.bin_us, self.channels), label
 
 
 def index_files(split_dir: Path) -> list[tuple[Path, int]]:
@@ -112,10 +114,10 @@ def find_root(data_dir: str | os.PathLike | None) -> Path:
     return find_dir("N-MNIST", base_dir(data_dir, None), "Train", SUBDIRS[1:], HOW_TO_GET, gz=False)
 
 
-def load_nmnist(data_dir: str | os.PathLike | None = None, T: int = 300, bin_us: int = 1000,
+def load_nmnist(data_dir: str | os.PathLike | None = None, frames: int = 300, bin_us: int = 1000,
                 channels: int = 1) -> DataSplit:
-    """N-MNIST as a DataSplit: samples [T, channels, 34, 34], 10 classes, frames = T."""
+    """N-MNIST as a DataSplit: samples [frames, channels, 34, 34], 10 classes."""
     root = find_root(data_dir)
-    train = NMNIST(root / "Train", T, bin_us, channels)
-    test = NMNIST(root / "Test", T, bin_us, channels)
-    return DataSplit(train, test, (channels, SENSOR_SIZE, SENSOR_SIZE), N_CLASSES, "nmnist", T)
+    train = NMNIST(root / "Train", frames, bin_us, channels)
+    test = NMNIST(root / "Test", frames, bin_us, channels)
+    return DataSplit(train, test, (channels, SENSOR_SIZE, SENSOR_SIZE), N_CLASSES, "nmnist", frames)
