@@ -45,7 +45,7 @@ from torch import nn
 from spikeacc.methods.base import over_time
 from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
 from spikeacc.neurons.single_spike import (
-    auto_form, decay_from_tau, first_spike, leaky_integrate, sequential_single_spike)
+    auto_form, decay_from_tau, leaky_integrate, sequential_single_spike, single_spike_lif)
 
 from . import common
 
@@ -112,7 +112,7 @@ def poisson_input(T: int, batch: int, generator: torch.Generator) -> torch.Tenso
 
 
 def vectorised_neuron(current: torch.Tensor) -> torch.Tensor:
-    return first_spike(leaky_integrate(current, decay_from_tau(TAU)), THRESHOLD, SCALE)
+    return single_spike_lif(current, decay_from_tau(TAU), THRESHOLD, SCALE)[0]
 
 
 def sequential_neuron(current: torch.Tensor) -> torch.Tensor:

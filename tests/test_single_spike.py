@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from spikeacc.neurons import single_spike
 from spikeacc.neurons.single_spike import (
     SingleSpikeLIF, decay_from_tau, double_cumsum, first_spike, leaky_integrate, readout_logits,
-    sequential_single_spike)
+    sequential_single_spike, single_spike_lif)
 
 FORMS = ("matmul", "conv", "chunked", "auto", "loop")
 DT = torch.float64
@@ -45,6 +46,23 @@ def grads_of(fn, current, beta, weights):
     loss = (spikes * weights[0]).sum() + (v_mem * weights[1]).sum()
     loss.backward()
     return spikes.detach(), v_mem.detach(), current.grad, beta.grad
+
+
+def test_sample_groups_give_the_same_spikes_membrane_and_gradients(monkeypatch):
+    # float64; the groups only split the batch, so values match to rounding of the beta sum.
+    gen = torch.Generator().manual_seed(3)
+    current = 0.3 * torch.rand(100, 7, 4, 3, generator=gen, dtype=DT)  # [T, B, C, N], T > 64
+    beta = 0.7 + 0.3 * torch.rand(4, 3, generator=gen, dtype=DT)
+    weights = [torch.randn(current.shape, generator=gen, dtype=DT) for _ in range(2)]
+    layer = lambda cur, b: single_spike_lif(cur, b, 1.0, 10.0)  # noqa: E731
+    whole = grads_of(layer, current, beta, weights)
+    monkeypatch.setattr(single_spike, "GROUP_ELEMENTS", 2 * 100 * 12)  # groups of 2 samples: 2, 2, 2, 1
+    grouped = grads_of(layer, current, beta, weights)
+    slow = grads_of(lambda cur, b: sequential_single_spike(cur, b, 1.0, 10.0), current, beta, weights)
+    assert 0 < whole[0].sum() < whole[0][0].numel()
+    for got, want, ref in zip(grouped, whole, slow):
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, ref)
 
 
 @pytest.mark.parametrize("form", FORMS)

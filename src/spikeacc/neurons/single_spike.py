@@ -51,6 +51,12 @@ MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
 # CPU, benchmarks/results/single_spike.md, "Membrane forms").
 AUTO_MATMUL_MAX_T = 64
+# Above AUTO_MATMUL_MAX_T steps, ``single_spike_lif`` runs groups of samples of about
+# this many elements each: the chunked membrane and the cumsums then stay in cache.
+# On the 2-core CPU of benchmarks/results: [128, 32, 1000] 54 -> 30 ms, [128, 256, 100]
+# 55 -> 29 ms, [512, 64, 100] 35 -> 27 ms (forward + backward); groups hurt with the
+# matmul forms (T <= 64, [16, 128, 1000]: 8 ms whole, 11-43 ms in groups).
+GROUP_ELEMENTS = 2 ** 19
 
 
 def decay_from_tau(tau: float) -> float:
@@ -235,6 +241,20 @@ def first_spike(v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Te
     return _FirstSpike.apply(v_mem, float(threshold), float(scale))
 
 
+def single_spike_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: float, scale: float,
+                     form: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """The vectorised single-spike neuron: current [T, B, ...] -> (spikes, membrane
+    without reset), both [T, B, ...]. Above ``AUTO_MATMUL_MAX_T`` steps, samples run in
+    groups of about ``GROUP_ELEMENTS`` elements (same values and gradients; faster on CPU)."""
+    T, B = current.shape[:2]
+    group = max(1, GROUP_ELEMENTS // max(1, current[:, 0].numel())) if T > AUTO_MATMUL_MAX_T else B
+    if group >= B:
+        v_mem = leaky_integrate(current, beta, form)
+        return first_spike(v_mem, threshold, scale), v_mem
+    parts = [single_spike_lif(part, beta, threshold, scale, form) for part in current.split(group, dim=1)]
+    return torch.cat([spikes for spikes, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1)
+
+
 class SingleSpikeLIF(nn.Module):
     """Single-spike LIF layer for [T, B, ...] currents, vectorised over time.
 
@@ -273,8 +293,7 @@ class SingleSpikeLIF(nn.Module):
 
     def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """current [T, B, ...] -> (spikes [T, B, ...], membrane without reset [T, B, ...])."""
-        v_mem = leaky_integrate(current, self.beta.to(current.dtype), self.form)
-        return first_spike(v_mem, self.threshold, self.scale), v_mem
+        return single_spike_lif(current, self.beta.to(current.dtype), self.threshold, self.scale, self.form)
 
     def reference(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same layer by the sequential loop (``sequential_single_spike``)."""
