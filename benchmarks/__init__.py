@@ -2,7 +2,12 @@
 
 Each module in MODULES has ``main(argv) -> int`` and writes
 benchmarks/results/<name>.json and .md. Adding a benchmark is one line here.
+Like ``spikeacc train``, the benchmarks keep freed memory in the process
+(``spikeacc.allocator``); every machine line says whether that took effect.
 """
+from spikeacc.allocator import keep_freed_memory
+
+KEEPS_FREED_MEMORY = keep_freed_memory()
 
 MODULES = [
     "saf_family",

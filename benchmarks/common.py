@@ -19,6 +19,8 @@ import torch
 import spikeacc
 from spikeacc.cli import int_at_least
 
+from . import KEEPS_FREED_MEMORY
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -58,6 +60,7 @@ def machine(device: torch.device) -> dict:
         "spikeacc": spikeacc.__version__,
         "spikeacc_commit": _git_commit(Path(spikeacc.__file__).parent),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "malloc_keeps_freed_memory": KEEPS_FREED_MEMORY,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -66,8 +69,9 @@ def machine(device: torch.device) -> dict:
 
 def machine_line(info: dict) -> str:
     where = info.get("gpu", f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads)")
+    allocator = ", malloc keeps freed memory" if info.get("malloc_keeps_freed_memory") else ""
     return (f"{where}, device {info['device']}, torch {info['torch']}, Python {info['python']}, "
-            f"spikeacc {info['spikeacc']} @ {info['spikeacc_commit']}, {info['date']}")
+            f"spikeacc {info['spikeacc']} @ {info['spikeacc_commit']}{allocator}, {info['date']}")
 
 
 def _cpu_model() -> str:

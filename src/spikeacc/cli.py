@@ -132,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .allocator import keep_freed_memory
     from .data import DatasetError
     from .report import plot_curves, save_raster
     from .trainer import TrainConfig, Trainer, TrainingDiverged, batches
 
     options = {key: value for key, value in vars(args).items() if key != "command"}
     config = TrainConfig(**options)
+    keep_freed_memory()  # large tensors are not page-faulted afresh every step (allocator.py)
     try:
         trainer = Trainer(config)
         print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
