@@ -26,3 +26,36 @@ def test_cuda_matches_cpu(name, model):
     torch.testing.assert_close(logits_gpu.cpu(), logits_cpu, rtol=0, atol=1e-8)
     for p_cpu, p_gpu in zip(net.parameters(), net_gpu.parameters()):
         torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("T", [16, 130])  # matmul forms; chunked form in sample groups
+def test_single_spike_layer_on_cuda_equals_sequential_on_cpu(T, monkeypatch):
+    from spikeacc.neurons import single_spike
+    monkeypatch.setattr(single_spike, "GROUP_ELEMENTS", 2 * T * 5)  # groups of two samples
+    gen = torch.Generator().manual_seed(T)
+    current = 0.3 * torch.rand(T, 5, 5, generator=gen, dtype=torch.float64)  # [T, B, N]
+    weights = torch.randn(2, T, 5, 5, generator=gen, dtype=torch.float64)
+    results = []
+    for device, layer in (("cuda", single_spike.single_spike_lif), ("cpu", single_spike.sequential_single_spike)):
+        x = current.to(device).requires_grad_(True)
+        spikes, v_mem = layer(x, 0.9, 1.0, 10.0)
+        ((spikes * weights[0].to(device)).sum() + (v_mem * weights[1].to(device)).sum()).backward()
+        results.append([spikes.detach().cpu(), v_mem.detach().cpu(), x.grad.cpu()])
+    assert results[1][0].sum() > 0
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
+
+
+def test_blocks_on_cuda_equal_sequential_on_cpu():
+    from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
+    gen = torch.Generator().manual_seed(0)
+    current = 0.8 * torch.rand(40, 3, 6, generator=gen, dtype=torch.float64)
+    results = []
+    for device, neuron in (("cuda", blocks_lif), ("cpu", sequential_refractory_lif)):
+        x = current.to(device).requires_grad_(True)
+        spikes, v_mem = neuron(x, 0.9, 1.0, 4)
+        (spikes.sum() + v_mem.sum()).backward()
+        results.append([spikes.detach().cpu(), v_mem.detach().cpu(), x.grad.cpu()])
+    assert results[1][0].sum(0).max() > 1
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
