@@ -7,7 +7,10 @@ bias is treated as a weight on a constant input, whose trace is c[t]; the readou
 no membrane, so its bias enters o[t] once.
 
 OTTT-A sums the per-step gradients and updates once; OTTT-O updates after every step
-(``step``); its ``loss_and_grad`` returns the same per-step sum as OTTT-A.
+(``step``); its ``loss_and_grad`` returns the same per-step sum as OTTT-A. With Adam,
+OTTT-O's T steps per batch each move about lr whatever the 1/T scale of the per-step
+loss, so lr / T matches the movement per batch of a method that steps once (the
+accuracy benchmark does that).
 """
 from __future__ import annotations
 
