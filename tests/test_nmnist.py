@@ -94,6 +94,8 @@ def test_load_dataset_options_and_unknown_option(tmp_path):
     assert (split.frames, split.sample_shape) == (3, (2, 34, 34))
     assert split.train[0][0][:2].sum() == 8 and split.train[0][0][2].sum() == 0  # 4 ms of events in 2 frames
     assert "frames" in dataset_options("nmnist") and "frames" not in dataset_options("digits")
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        dataset_options("nope")
     with pytest.raises(ValueError, match="no option bogus.*frames, bin_us, channels"):
         load_dataset("nmnist", tmp_path, bogus=1)
     with pytest.raises(ValueError, match="positive integer frames"):

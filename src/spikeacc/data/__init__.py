@@ -36,8 +36,6 @@ DATASETS: dict[str, Callable[..., DataSplit]] = {
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options) -> DataSplit:
     """Load dataset ``name`` with the loader's keyword ``options`` (ValueError if the name
     or an option is unknown or bad, DatasetError if its files are bad)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     known = dataset_options(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -47,7 +45,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options
 
 
 def dataset_options(name: str) -> list[str]:
-    """The keyword options of dataset ``name``'s loader (``frames`` marks event data)."""
+    """The keyword options of dataset ``name``'s loader (``frames`` marks event data);
+    ValueError if the name is unknown."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return [p for p in inspect.signature(DATASETS[name]).parameters if p != "data_dir"]
 
 
