@@ -1,4 +1,6 @@
-"""The SAF family (bptt, ottt-o, ottt-a, sr, saf-e, saf-f) on one MLP and one ConvNet.
+"""The SAF family (bptt, ottt-o, ottt-a, sr, saf-e, saf-f, and asf) on an MLP and a
+ConvNet (every T), and on the OTTT/SAF papers' VGG-sWS and a spiking ResNet with
+CIFAR-10 shapes (T = 6).
 
 For every method and T, in one process: time per training step (``method.step`` with
 Adam; warm-up, then the median of repeats taken round-robin over the methods), peak
@@ -16,9 +18,11 @@ from typing import Callable
 
 import torch
 
-from spikeacc import methods
+from torch import nn
+
+from spikeacc import graph, methods
 from spikeacc.methods.base import Inputs
-from spikeacc.models import MLP, ConvNet, SpikingNet
+from spikeacc.models import MLP, ConvNet, SpikingResNet, VGGsWS
 from spikeacc.profiling import count_macs, peak_memory
 
 from .common import (Target, base_parser, machine, machine_line, markdown_table,
@@ -30,6 +34,7 @@ TIME_STEPS = (4, 6, 8, 16, 32)
 SEED = 0
 LEARNING_RATE = 1e-3
 IMAGE = (1, 28, 28)  # Fashion-MNIST
+CIFAR = (3, 32, 32)
 N_CLASSES = 10
 MB = 2 ** 20
 
@@ -38,35 +43,46 @@ MB = 2 ** 20
 class Workload:
     model: str
     description: str
-    build: Callable[[], SpikingNet]
+    build: Callable[[], nn.Module]
     batch: int
+    image: tuple[int, int, int] = IMAGE
+    time_steps: tuple[int, ...] = TIME_STEPS
 
 
 def workloads(quick: bool) -> list[Workload]:
-    """The MLP 784-800-10 (batch 128) and ConvNet (16, 32) (batch 32); tiny with ``quick``.
-    Quick batches avoid the T values (see ``model_input``)."""
+    """The MLP 784-800-10 (batch 128) and ConvNet (16, 32) (batch 32) at every T; VGG-sWS
+    (batch 16) and the spiking ResNet (batch 32) on CIFAR-10 shapes at T = 6; tiny with
+    ``quick``. Quick batches avoid the T values (see ``model_input``)."""
     if quick:
         return [Workload("mlp", "MLP 784-16-10", partial(MLP, 784, [16], N_CLASSES), 5),
                 Workload("conv", "ConvNet (1,28,28) channels (2,4)",
-                         partial(ConvNet, IMAGE, (2, 4), N_CLASSES), 3)]
+                         partial(ConvNet, IMAGE, (2, 4), N_CLASSES), 3),
+                Workload("vgg-sws", "VGG-sWS (3,32,32) widths (2,2,4,4)",
+                         partial(VGGsWS, CIFAR, N_CLASSES, widths=(2, 2, 4, 4)), 3, CIFAR, (6,)),
+                Workload("resnet", "SpikingResNet (3,32,32) widths (2,4)",
+                         partial(SpikingResNet, CIFAR, N_CLASSES, widths=(2, 4)), 3, CIFAR, (6,))]
     return [Workload("mlp", "MLP 784-800-10", partial(MLP, 784, [800], N_CLASSES), 128),
             Workload("conv", "ConvNet (1,28,28) channels (16,32)",
-                     partial(ConvNet, IMAGE, (16, 32), N_CLASSES), 32)]
+                     partial(ConvNet, IMAGE, (16, 32), N_CLASSES), 32),
+            Workload("vgg-sws", "VGG-sWS (OTTT's VGG-11, 3x32x32, widths 64..512)",
+                     partial(VGGsWS, CIFAR, N_CLASSES), 16, CIFAR, (6,)),
+            Workload("resnet", "SpikingResNet (3x32x32, widths 16, 32, 64)",
+                     partial(SpikingResNet, CIFAR, N_CLASSES), 32, CIFAR, (6,))]
 
 
-def random_batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] shaped like Fashion-MNIST [B, 1, 28, 28] and labels [B], fixed seed."""
+def random_batch(batch: int, image: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] of shape [B, *image] and labels [B], fixed seed."""
     generator = torch.Generator().manual_seed(SEED)
-    images = torch.rand(batch, *IMAGE, generator=generator)
+    images = torch.rand(batch, *image, generator=generator)
     labels = torch.randint(0, N_CLASSES, (batch,), generator=generator)
     return images.to(device), labels.to(device)
 
 
-def model_input(images: torch.Tensor, T: int, net: SpikingNet) -> tuple[torch.Tensor, str]:
+def model_input(images: torch.Tensor, T: int, net: nn.Module) -> tuple[torch.Tensor, str]:
     """The static batch as the methods will read it. ``Inputs`` takes [B, 1, H, W] for a
     sequence [T, B', H, W] when B == T; then the same images go as a [T, B, ...]
     broadcast view (no copy), which every method reads as the static input."""
-    if Inputs(images, T, net).static:
+    if Inputs(images, T, net, graph.of(net)).static:
         return images, "static [B, ...]"
     return images.expand(T, *images.shape), "static, passed as a [T, B, ...] view (B == T)"
 
@@ -74,7 +90,7 @@ def model_input(images: torch.Tensor, T: int, net: SpikingNet) -> tuple[torch.Te
 def measure_group(workload: Workload, T: int, device: torch.device, repeats: int,
                   warmup: int) -> list[dict]:
     """All methods on one model at one T: one record per method."""
-    images, labels = random_batch(workload.batch, device)
+    images, labels = random_batch(workload.batch, workload.image, device)
     setups = {}
     for name in METHODS:
         torch.manual_seed(SEED)
@@ -87,7 +103,7 @@ def measure_group(workload: Workload, T: int, device: torch.device, repeats: int
     seconds = time_round_robin(steps, repeats, warmup, device)
     records = []
     for name, (method, net, optimizer, x, layout) in setups.items():
-        macs = count_macs(net, steps[name])
+        macs = count_macs(steps[name])
         peak_step = peak_memory(steps[name], device)
         optimizer.zero_grad(set_to_none=True)
         peak_grad = peak_memory(partial(method.loss_and_grad, net, x, labels), device)
@@ -116,7 +132,7 @@ class Results:
 
 
 def ratios(results: Results, models: list[str]) -> dict:
-    """Every ratio the issue names, per model (and per T for MACs)."""
+    """Every ratio the issue names, per model swept over T (and per T for MACs)."""
     out = {}
     for model in models:
         out[model] = {
@@ -185,9 +201,10 @@ def markdown(payload: dict, results: Results) -> str:
                 ("Peak memory of a training step (MiB)", "peak_step_bytes", 1 / MB, "{:.2f}"),
                 ("Peak memory of loss_and_grad (MiB)", "peak_grad_bytes", 1 / MB, "{:.2f}"),
                 ("Forward MACs per step (millions)", "macs_total", 1e-6, "{:.1f}"))
+    steps_of = {w["model"]: w["time_steps"] for w in payload["workloads"]}
     for title, key, scale, fmt in sections:
         rows = [[model, T] + [fmt.format(results.get(model, T, m, key) * scale) for m in METHODS]
-                for model in models for T in TIME_STEPS]
+                for model in models for T in steps_of[model]]
         lines += ["", f"## {title}", "", markdown_table(["model", "T", *METHODS], rows)]
     lines += ["", "## Forward MACs per layer at T = 6 (millions)", ""]
     rows = [[model, layer] + [f"{results.get(model, 6, m, 'macs')[layer] * 1e-6:.2f}" for m in METHODS]
@@ -219,19 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     chosen = workloads(args.quick)
     records = []
     for workload in chosen:
-        for T in TIME_STEPS:
+        for T in workload.time_steps:
             records += measure_group(workload, T, device, repeats, warmup)
             print(f"[{NAME}] {workload.model} T={T}: " + ", ".join(
                 f"{r['method']} {r['step_median_s'] * 1e3:.1f} ms" for r in records[-len(METHODS):]),
                 flush=True)
     results = Results(records)
-    ratio = ratios(results, [w.model for w in chosen])
+    ratio = ratios(results, [w.model for w in chosen if w.time_steps == TIME_STEPS])
     payload = {
         "benchmark": NAME, "machine": machine(device),
         "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup, "seed": SEED,
                      "optimizer": f"Adam(lr={LEARNING_RATE})", "time_steps": list(TIME_STEPS),
                      "methods": list(METHODS)},
-        "workloads": [{"model": w.model, "description": w.description, "batch": w.batch} for w in chosen],
+        "workloads": [{"model": w.model, "description": w.description, "batch": w.batch,
+                       "input": list(w.image), "time_steps": list(w.time_steps)} for w in chosen],
         "results": records, "ratios": ratio, "targets": targets(ratio),
     }
     json_path, md_path = write_results(args.out, NAME, payload, markdown(payload, results))

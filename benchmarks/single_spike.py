@@ -42,7 +42,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from spikeacc.methods.base import over_time
 from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
 from spikeacc.neurons.single_spike import (
     auto_form, decay_from_tau, leaky_integrate, sequential_single_spike, single_spike_lif)
@@ -123,7 +122,7 @@ def layer_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callabl
     """Forward + backward of Linear + neuron over all T steps (one product for [T*B, 1000])."""
     def step() -> None:
         synapse.zero_grad(set_to_none=True)
-        current = over_time(synapse, x)  # [T, B, hidden]
+        current = synapse(x.reshape(-1, x.shape[-1])).view(x.shape[0], x.shape[1], -1)  # [T, B, hidden]
         neuron(current).sum().backward()
     return step
 

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikeacc import methods
+from spikeacc import graph, methods
+from spikeacc.graph import CallContext
 from spikeacc.methods.asf import ASF, AdaptiveGain, accumulated_flow
 from spikeacc.methods.base import Inputs
-from spikeacc.models import MLP, ConvNet, SpikingNet, Synapse
+from spikeacc.models import MLP, ConvNet
 from spikeacc.neurons import LIF
 from spikeacc.neurons.if_neuron import IF
 
@@ -25,36 +26,46 @@ def if_step(v_prev, current, v_th, leak=1.0):
 
 
 def reference_counts(net, x_seq, v_th=1.0, leak=1.0, pool_v_th=None):
-    """Straightforward per-step simulation, all layers per step: O_l per hidden layer, and
-    with ``pool_v_th`` also the counts of IF neurons after each AvgPool2d of spikes
-    (synapses 1.. of [*hidden, readout])."""
-    synapses = [*net.hidden, net.readout]
-    v_mems, counts = [0.0] * len(synapses), [0.0] * len(synapses)
-    pool_v, pool_counts = [0.0] * len(synapses), [None] * len(synapses)
+    """Straightforward per-step simulation of an nn.Sequential, module by module: O per
+    LIF position (IF neurons in their place), and with ``pool_v_th`` also the counts of
+    IF neurons after each AvgPool2d that follows a neuron."""
+    v_mems, counts, pool_counts = {}, {}, {}
     for x_t in x_seq:
-        h = x_t
-        for layer, synapse in enumerate(synapses):
-            if pool_v_th is not None and layer > 0 and any(isinstance(m, nn.AvgPool2d) for m in synapse.pre):
-                pool_v[layer], h = if_step(pool_v[layer], synapse.pre(h), pool_v_th)
-                pool_counts[layer] = h if pool_counts[layer] is None else pool_counts[layer] + h
-                current = F.linear(h, synapse.op.weight, synapse.op.bias) if isinstance(synapse.op, nn.Linear) \
-                    else F.conv2d(h, synapse.op.weight, synapse.op.bias, padding=synapse.op.padding)
-            else:
-                current = synapse(h)
-            if layer == len(net.hidden):
-                break
-            v_mems[layer], h = if_step(v_mems[layer], current, v_th, leak)
-            counts[layer] = counts[layer] + h
-    return (counts[:-1], pool_counts) if pool_v_th is not None else counts[:-1]
+        h, after_neuron = x_t, False
+        for i, module in enumerate(net):
+            if isinstance(module, LIF):
+                v_mems[i], h = if_step(v_mems.get(i, 0.0), h, v_th, leak)
+                counts[i] = counts.get(i, 0.0) + h
+                after_neuron = True
+                continue
+            h = module(h)
+            if pool_v_th is not None and after_neuron and isinstance(module, nn.AvgPool2d):
+                v_mems[i], h = if_step(v_mems.get(i, 0.0), h, pool_v_th)
+                pool_counts[i] = pool_counts.get(i, 0.0) + h
+    ordered = [counts[i] for i in sorted(counts)]
+    return (ordered, [pool_counts[i] for i in sorted(pool_counts)]) if pool_v_th is not None else ordered
+
+
+def linears(net):
+    return [m for m in net if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def small_mlp(seed=0, sizes=(6, 5, 4), n_classes=3):
     torch.manual_seed(seed)
     net = MLP(sizes[0], list(sizes[1:]), n_classes)
     with torch.no_grad():
-        for synapse in net.hidden:
-            synapse.op.weight.mul_(3.0)
+        for linear in linears(net)[:-1]:
+            linear.weight.mul_(3.0)
     return net
+
+
+def flow_of(net, x, T, neuron, chunk=None, pool_neuron=None):
+    program = graph.of(net)
+    inputs = Inputs(x, T, net, program)
+    flow = accumulated_flow(program, CallContext(inputs.batch), inputs, neuron, chunk, pool_neuron)
+    sites = [site.index for site in program.sites]
+    pools = sorted(set(flow.counts) - set(sites))
+    return flow.o_in, [flow.counts[i] for i in sites], [flow.counts[i] for i in pools]
 
 
 # (d) forward spike counts ----------------------------------------------------------------
@@ -78,8 +89,7 @@ def test_forward_counts_equal_per_step_simulation(chunk, leak):
     net = small_mlp()
     torch.manual_seed(1)
     x = torch.rand(7, 4, 6)  # [T, B, features] sequence input
-    flow = accumulated_flow(net, Inputs(x, 7, net), IF(1.0, leak), chunk)
-    o_in, counts = flow.o_in, flow.counts
+    o_in, counts, _ = flow_of(net, x, 7, IF(1.0, leak), chunk)
     expected = reference_counts(net, x, 1.0, leak)
     torch.testing.assert_close(o_in, x.sum(0), rtol=1e-14, atol=1e-14)
     for got, want in zip(counts, expected):
@@ -103,10 +113,10 @@ def test_forward_counts_with_pooling_neurons():
     torch.manual_seed(11)
     net = ConvNet((1, 8, 8), (3, 4), 3)
     x = torch.rand(7, 2, 1, 8, 8) * 2
-    flow = accumulated_flow(net, Inputs(x, 7, net), IF(0.5), 3, pool_neuron=IF(0.75))
+    _, got_counts, got_pools = flow_of(net, x, 7, IF(0.5), 3, pool_neuron=IF(0.75))
     counts, pool_counts = reference_counts(net, x, v_th=0.5, pool_v_th=0.75)
-    assert flow.pool_counts[0] is None and pool_counts[0] is None
-    for got, want in zip(flow.counts + flow.pool_counts[1:], counts + pool_counts[1:]):
+    assert len(got_pools) == len(pool_counts) == 2  # the pooling after each neuron, the readout's included
+    for got, want in zip(got_counts + got_pools, counts + pool_counts):
         assert torch.equal(got, want) and want.sum() > 0
 
 
@@ -115,9 +125,10 @@ def test_accumulated_input_equals_sum_of_step_currents():
     net = small_mlp()
     torch.manual_seed(3)
     x = torch.rand(9, 4, 6)
-    o_in = accumulated_flow(net, Inputs(x, 9, net), IF(), None).o_in
-    step_sum = sum(net.hidden[0](x_t) for x_t in x)
-    torch.testing.assert_close(net.hidden[0](o_in, bias_scale=9.0), step_sum, rtol=1e-12, atol=1e-12)
+    o_in, _, _ = flow_of(net, x, 9, IF())
+    first = linears(net)[0]
+    step_sum = sum(first(x_t) for x_t in x)
+    torch.testing.assert_close(F.linear(o_in, first.weight, 9.0 * first.bias), step_sum, rtol=1e-12, atol=1e-12)
 
 
 # (a) backward equals the hand-written formula -------------------------------------------
@@ -131,8 +142,7 @@ def test_backward_equals_hand_written_formula():
     method = ASF(T=T, v_th=v_th)
     method.loss_and_grad(net, x, y)
 
-    (W1, b1), (W2, b2) = [(s.op.weight.detach(), s.op.bias.detach()) for s in net.hidden]
-    Wo, bo = net.readout.op.weight.detach(), net.readout.op.bias.detach()
+    (W1, b1), (W2, b2), (Wo, bo) = [(m.weight.detach(), m.bias.detach()) for m in linears(net)]
     O0 = T * x
     O1, O2 = reference_counts(net, x.expand(T, *x.shape), v_th)
     X1, X2 = O0 @ W1.T + T * b1, O1 @ W2.T + T * b2
@@ -145,9 +155,9 @@ def test_backward_equals_hand_written_formula():
     d_O1 = g2 @ W2
     g1 = d_O1 * k1 * (X1 > 0)
     expected = {
-        "readout.op.weight": d_logits.T @ O2 / (v_th * T), "readout.op.bias": d_logits.sum(0),
-        "hidden.1.op.weight": g2.T @ O1, "hidden.1.op.bias": T * g2.sum(0),
-        "hidden.0.op.weight": g1.T @ O0, "hidden.0.op.bias": T * g1.sum(0),
+        "5.weight": d_logits.T @ O2 / (v_th * T), "5.bias": d_logits.sum(0),  # readout
+        "3.weight": g2.T @ O1, "3.bias": T * g2.sum(0),
+        "1.weight": g1.T @ O0, "1.bias": T * g1.sum(0),
     }
     for name, param in net.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-10, atol=1e-12)
@@ -157,13 +167,13 @@ def test_backward_equals_hand_written_formula():
 
 
 def pooled_net():
-    """x [1, 4, 4] -> 1x1 conv (2 ch) -> IF -> [avgpool2, flatten] linear 8 -> 5 -> IF -> readout 3."""
+    """x [1, 4, 4] -> 1x1 conv (2 ch) -> IF -> avgpool2, flatten -> linear 8 -> 5 -> IF -> readout 3."""
     torch.manual_seed(12)
-    hidden = [Synapse(nn.Conv2d(1, 2, 1)), Synapse(nn.Linear(8, 5), pre=[nn.AvgPool2d(2), nn.Flatten()])]
-    net = SpikingNet(hidden, Synapse(nn.Linear(5, 3)), LIF(), (1, 4, 4))
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), LIF(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 5), LIF(),
+                        nn.Linear(5, 3))
     with torch.no_grad():
-        net.hidden[0].op.weight.copy_(torch.tensor([1.5, 0.9]).view(2, 1, 1, 1))
-        net.hidden[1].op.weight.mul_(4.0)
+        net[0].weight.copy_(torch.tensor([1.5, 0.9]).view(2, 1, 1, 1))
+        net[4].weight.mul_(4.0)
     return net
 
 
@@ -179,9 +189,9 @@ def test_backward_through_pooling_equals_hand_written_formula(pool_v_th):
     method = ASF(T=T, pool_v_th=pool_v_th)
     method.loss_and_grad(net, x, y)
 
-    (W1, b1), (W2, b2), (Wo, bo) = [(s.op.weight.detach(), s.op.bias.detach()) for s in [*net.hidden, net.readout]]
+    (W1, b1), (W2, b2), (Wo, bo) = [(m.weight.detach(), m.bias.detach()) for m in linears(net)]
     counts = reference_counts(net, x.expand(T, *x.shape), pool_v_th=pool_v_th)
-    (O1, O2), Op = (counts[0], counts[1][1]) if pool_v_th else (counts, None)
+    (O1, O2), Op = (counts[0], counts[1][0].flatten(1)) if pool_v_th else (counts, None)
     O0 = T * x
     X1 = W1.view(1, 2, 1, 1) * O0 + T * b1.view(1, 2, 1, 1)  # 1x1 convolution
     P = F.avg_pool2d(O1, 2).flatten(1)
@@ -200,14 +210,14 @@ def test_backward_through_pooling_equals_hand_written_formula(pool_v_th):
     d_P = d_into2 if pool_v_th is None else d_into2 * k_fit(P, Op, masked=False) * (P > 0)
     g1 = pool_adjoint(d_P) * k1 * (X1 > 0)
     expected = {
-        "readout.op.weight": d_logits.T @ O2 / T, "readout.op.bias": d_logits.sum(0),
-        "hidden.1.op.weight": g2.T @ into2, "hidden.1.op.bias": T * g2.sum(0),
-        "hidden.0.op.weight": (g1 * O0).sum((0, 2, 3)).view(2, 1, 1, 1), "hidden.0.op.bias": T * g1.sum((0, 2, 3)),
+        "6.weight": d_logits.T @ O2 / T, "6.bias": d_logits.sum(0),  # readout
+        "4.weight": g2.T @ into2, "4.bias": T * g2.sum(0),
+        "0.weight": (g1 * O0).sum((0, 2, 3)).view(2, 1, 1, 1), "0.bias": T * g1.sum((0, 2, 3)),
     }
     for name, param in net.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-10, atol=1e-12)
     assert g1.abs().sum() > 0 and g2.abs().sum() > 0
-    assert [s["layer"] for s in method.stats()] == ["hidden.0", "hidden.1"] + (["pool.1"] if pool_v_th else [])
+    assert [s["layer"] for s in method.stats()] == ["1"] + (["pool.2"] if pool_v_th else []) + ["5"]
 
 
 def test_cross_entropy_loss_and_infer_logits():
@@ -224,10 +234,10 @@ def test_cross_entropy_loss_and_infer_logits():
 def ann_grads(net, x, y, T, v_th, ks):
     """Rate-coded ANN a_l = k_l relu(W a_{l-1} + T b), y = W_out a_L / (V_th T) + b_out, MSE."""
     net.zero_grad()
-    h = T * x
-    for synapse, k in zip(net.hidden, ks):
-        h = k * F.relu(synapse(h, bias_scale=float(T)))
-    logits = net.readout(h, bias_scale=v_th * T) / (v_th * T)
+    h, (*hidden, readout) = T * x, linears(net)
+    for linear, k in zip(hidden, ks):
+        h = k * F.relu(F.linear(h, linear.weight, T * linear.bias))
+    logits = F.linear(h, readout.weight, v_th * T * readout.bias) / (v_th * T)
     (logits - F.one_hot(y, logits.shape[1])).pow(2).sum(1).mean().backward()
     return {n: p.grad.clone() for n, p in net.named_parameters()}
 
@@ -242,11 +252,12 @@ def test_exactly_linear_if_network_matches_ann_gradient():
     """Dyadic currents V_th/m per step with m | T make every IF count exactly X / V_th, so
     k_hat = 1 = k and the two gradients agree to rounding."""
     net = MLP(4, [4, 4], 3)
+    first, second, _ = linears(net)
     with torch.no_grad():
-        net.hidden[0].op.weight.copy_(torch.eye(4))
-        net.hidden[0].op.bias.zero_()
-        net.hidden[1].op.weight.copy_(0.5 * torch.eye(4).flip(0))  # 0.5 per input spike
-        net.hidden[1].op.bias.zero_()
+        first.weight.copy_(torch.eye(4))
+        first.bias.zero_()
+        second.weight.copy_(0.5 * torch.eye(4).flip(0))  # 0.5 per input spike
+        second.bias.zero_()
     x = torch.tensor([[1.0, 0.5, 0.25, 0.125], [0.5, 0.5, 1.0, 0.25]])
     y = torch.tensor([1, 2])
     method = ASF(T=16)
@@ -267,10 +278,10 @@ def test_near_linear_if_network_matches_ann_gradient():
     torch.manual_seed(7)
     net = MLP(10, [12, 8], 4)
     with torch.no_grad():
-        for synapse in net.hidden:
-            fan_in = synapse.op.weight.shape[1]
-            synapse.op.weight.uniform_(0.0, 0.06 / fan_in ** 0.5)
-            synapse.op.bias.fill_(0.002)
+        for linear in linears(net)[:-1]:
+            fan_in = linear.weight.shape[1]
+            linear.weight.uniform_(0.0, 0.06 / fan_in ** 0.5)
+            linear.bias.fill_(0.002)
     x = torch.rand(6, 10) * 0.5 + 0.5
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     T = 3000

@@ -22,7 +22,8 @@ def test_saf_family_quick_writes_every_method_and_T(tmp_path):
     payload = json.loads((tmp_path / "saf_family.json").read_text())
     seen = {(r["model"], r["T"], r["method"]) for r in payload["results"]}
     assert seen == {(model, T, name) for model in ("mlp", "conv")
-                    for T in saf_family.TIME_STEPS for name in saf_family.METHODS}
+                    for T in saf_family.TIME_STEPS for name in saf_family.METHODS} | {
+        (model, 6, name) for model in ("vgg-sws", "resnet") for name in saf_family.METHODS}
     assert set(saf_family.TIME_STEPS) >= {4, 6, 8, 16, 32}
     assert all(r["macs_total"] > 0 and r["step_median_s"] > 0 for r in payload["results"])
     assert payload["machine"]["cpu"] and payload["machine"]["torch"]

@@ -188,8 +188,9 @@ def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
     from spikeacc import models
 
     def wrong(sample_shape, n_classes, neuron, hidden):  # claims the data's shape, wants 100 inputs
-        first = models.Synapse(nn.Linear(100, 8), pre=[nn.Flatten()])
-        return models.SpikingNet([first], models.Synapse(nn.Linear(8, n_classes)), neuron, sample_shape)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(100, 8), models.LIF(), nn.Linear(8, n_classes))
+        net.sample_shape = sample_shape
+        return net
 
     monkeypatch.setitem(models.MODELS, "wrong", wrong)
     assert in_process("train", *TINY, "--model", "wrong", "--out", str(tmp_path / "o")) == 2
@@ -222,7 +223,7 @@ def test_method_options_reach_the_method_and_survive_resume(tmp_path):
     method = ["--method", "single-spike", "--encoder", "latency", "--method-option", "trainable_decay=true"]
     assert in_process("train", *method, "--epochs", "1", *TINY[2:], "--out", str(out)) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert any("single_spike_neurons" in key for key in state["model"])  # decays are trained weights
+    assert any("single_spike.beta_raw" in key for key in state["model"])  # decays are trained weights
     assert state["config"]["method_options"] == {"trainable_decay": True}
     assert in_process("train", *method, *TINY, "--out", str(out), "--resume") == 0
 

@@ -8,10 +8,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from spikeacc import LIF, ConvNet, MLP, methods
+from spikeacc import LIF, ConvNet, MLP, graph, methods
+from spikeacc.graph import CallContext
 from spikeacc.methods.base import Inputs, lif_forward, spiking_inference
-from spikeacc.methods.saf import saf_layers, weighted_readout
+from spikeacc.methods.online import Leaks
+from spikeacc.methods.saf import saf_step, weighted_readout
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.surrogate import derivative
 
@@ -37,10 +40,18 @@ def make_conv(seed=0):
     return net
 
 
+def linears(net):
+    return [m for m in net if isinstance(m, nn.Linear)]
+
+
+def lifs(net):
+    return [m for m in net.modules() if isinstance(m, LIF)]
+
+
 def batch(net, T=None, B=6, seed=1):
     torch.manual_seed(seed)
     shape = (B, *net.sample_shape) if T is None else (T, B, *net.sample_shape)
-    return torch.rand(shape), torch.randint(0, net.n_classes, (B,))
+    return torch.rand(shape), torch.randint(0, net[-1].out_features, (B,))
 
 
 def grads(net, method, x, y):
@@ -66,11 +77,14 @@ NETS = {"mlp": make_mlp, "conv": make_conv}
 def test_saf_forward_produces_exactly_the_lif_spikes(model, sequence):
     net, T = NETS[model](), 5
     x, _ = batch(net, T if sequence else None)
-    lif_spikes, lif_out = lif_forward(net, Inputs(x, T, net))
-    saf, state = methods.get("saf-e", T=T), None
+    program = graph.of(net)
+    inputs = Inputs(x, T, net, program)
+    lif_spikes, lif_out = lif_forward(program, inputs, CallContext(inputs.batch))
+    saf = methods.get("saf-e", T=T)
+    state = saf.start(program)
     with torch.no_grad():
         for t in range(T):
-            out, state, spikes = saf.forward_step(net, Inputs(x, T, net), t, state)
+            out, spikes = saf.forward_step(program, CallContext(inputs.batch), inputs, t, state)
             for layer, (s_saf, s_lif) in enumerate(zip(spikes, lif_spikes)):
                 assert torch.equal(s_saf, s_lif[t]), f"layer {layer} step {t}"
             torch.testing.assert_close(out, lif_out[t], rtol=0, atol=ATOL)
@@ -115,13 +129,13 @@ def ottt_reference(net, x, y, T, lr=None):
     """OTTT by hand on an MLP: dL[t]/dW_l = delta_l[t] a_hat_{l-1}[t]^T with
     delta_l = sigma'(u_l - V_th) * W_{l+1}^T delta_{l+1}. Returns the summed gradients
     (lr None) or the weights after one SGD update per step (OTTT-O)."""
-    neuron = net.neuron
+    neuron = lifs(net)[0]
     lam, v_th = neuron.lam, neuron.v_th
-    weights = [s.op.weight.detach().clone() for s in [*net.hidden, net.readout]]
-    biases = [s.op.bias.detach().clone() for s in [*net.hidden, net.readout]]
+    weights = [m.weight.detach().clone() for m in linears(net)]
+    biases = [m.bias.detach().clone() for m in linears(net)]
     grad_w = [torch.zeros_like(w) for w in weights]
     grad_b = [torch.zeros_like(b) for b in biases]
-    n_hidden, B = len(net.hidden), x.shape[0]
+    n_hidden, B = len(weights) - 1, x.shape[0]
     v_mem = [0.0] * n_hidden
     spikes = [0.0] * n_hidden
     traces = [0.0] * (n_hidden + 1)
@@ -160,10 +174,9 @@ def test_ottt_a_gradient_equals_hand_written_formula():
     x, y = batch(net)
     _, _, g = grads(net, methods.get("ottt-a", T=T), x, y)
     ref_w, ref_b = ottt_reference(net, x, y, T)
-    synapses = [*net.hidden, net.readout]
-    for i, synapse in enumerate(synapses):
-        torch.testing.assert_close(synapse.op.weight.grad, ref_w[i], rtol=0, atol=ATOL)
-        torch.testing.assert_close(synapse.op.bias.grad, ref_b[i], rtol=0, atol=ATOL)
+    for i, linear in enumerate(linears(net)):
+        torch.testing.assert_close(linear.weight.grad, ref_w[i], rtol=0, atol=ATOL)
+        torch.testing.assert_close(linear.bias.grad, ref_b[i], rtol=0, atol=ATOL)
 
 
 def test_ottt_o_equals_sequence_of_per_step_updates():
@@ -171,39 +184,40 @@ def test_ottt_o_equals_sequence_of_per_step_updates():
     x, y = batch(net)
     ref_w, ref_b = ottt_reference(copy.deepcopy(net), x, y, T, lr=lr)
     methods.get("ottt-o", T=T).step(net, torch.optim.SGD(net.parameters(), lr=lr), x, y)
-    for i, synapse in enumerate([*net.hidden, net.readout]):
-        torch.testing.assert_close(synapse.op.weight.detach(), ref_w[i], rtol=0, atol=ATOL)
-        torch.testing.assert_close(synapse.op.bias.detach(), ref_b[i], rtol=0, atol=ATOL)
+    for i, linear in enumerate(linears(net)):
+        torch.testing.assert_close(linear.weight.detach(), ref_w[i], rtol=0, atol=ATOL)
+        torch.testing.assert_close(linear.bias.detach(), ref_b[i], rtol=0, atol=ATOL)
     # and it differs from one OTTT-A update, so per-step updating is really happening
     net_a = make_mlp()
     methods.get("ottt-a", T=T).step(net_a, torch.optim.SGD(net_a.parameters(), lr=lr), x, y)
-    assert not torch.allclose(net_a.hidden[0].op.weight, net.hidden[0].op.weight)
+    assert not torch.allclose(linears(net_a)[0].weight, linears(net)[0].weight)
 
 
 # --- BPTT against a plain autograd unroll ----------------------------------------------
 
 def bptt_reference_loss(net, x, T):
     """Step-by-step unroll (the textbook loop), autograd through everything."""
-    neuron, B = net.neuron, x.shape[0]
-    v_mem = [torch.zeros(()) for _ in net.hidden]
-    spikes = [torch.zeros(()) for _ in net.hidden]
+    B, (*hidden, readout), neurons = x.shape[0], linears(net), lifs(net)
+    v_mem = [torch.zeros(()) for _ in hidden]
+    spikes = [torch.zeros(()) for _ in hidden]
     outs = []
     for _ in range(T):
         h = x.reshape(B, -1)
-        for l, synapse in enumerate(net.hidden):
-            current = F.linear(h, synapse.op.weight, synapse.op.bias)
+        for l, (linear, neuron) in enumerate(zip(hidden, neurons)):
+            current = F.linear(h, linear.weight, linear.bias)
             reset = spikes[l].detach() if neuron.detach_reset else spikes[l]
             v_mem[l] = neuron.lam * (v_mem[l] - neuron.v_th * reset) + current
             spikes[l] = neuron.fire(v_mem[l])
             h = spikes[l]
-        outs.append(F.linear(h, net.readout.op.weight, net.readout.op.bias))
+        outs.append(F.linear(h, readout.weight, readout.bias))
     return outs
 
 
 @pytest.mark.parametrize("detach_reset", [False, True])
 def test_bptt_gradient_equals_plain_autograd_unroll(detach_reset):
     net, T = make_mlp(), 5
-    net.neuron = LIF(detach_reset=detach_reset)
+    for neuron in lifs(net):
+        neuron.detach_reset = detach_reset
     x, y = batch(net)
     loss, logits, g = grads(net, methods.get("bptt", T=T), x, y)
     net.zero_grad(set_to_none=True)
@@ -220,7 +234,7 @@ def test_bptt_and_ottt_differ_so_the_equivalence_tests_have_teeth():
     x, y = batch(net)
     _, _, g_bptt = grads(net, methods.get("bptt", T=T), x, y)
     _, _, g_ottt = grads(net, methods.get("ottt-a", T=T), x, y)
-    assert not torch.allclose(g_bptt["hidden.0.op.weight"], g_ottt["hidden.0.op.weight"])
+    assert not torch.allclose(g_bptt["1.weight"], g_ottt["1.weight"])
 
 
 # --- SAF-F and Spike Representation (Theorem 2) ----------------------------------------
@@ -245,11 +259,11 @@ def test_saf_f_gradient_is_spike_representation_scaled_by_threshold_per_layer():
     x, y = batch(net)
     _, _, g_sr = grads(net, methods.get("sr", T=T), x, y)
     _, _, g_f = grads(net, methods.get("saf-f", T=T, surrogate="sr"), x, y)
-    scale = {"readout.op.weight": 1.0, "readout.op.bias": 1.0,
-             "hidden.1.op.weight": v_th, "hidden.1.op.bias": v_th,
-             "hidden.0.op.weight": v_th ** 2, "hidden.0.op.bias": v_th ** 2}
+    scale = {"5.weight": 1.0, "5.bias": 1.0,  # readout, then the hidden layers from the top
+             "3.weight": v_th, "3.bias": v_th,
+             "1.weight": v_th ** 2, "1.bias": v_th ** 2}
     assert_grads_close(g_f, g_sr, scale)
-    assert g_sr["hidden.0.op.weight"].abs().sum() > 0
+    assert g_sr["1.weight"].abs().sum() > 0
 
 
 def test_saf_f_final_step_only_graph_matches_full_unroll_with_detached_history():
@@ -259,13 +273,14 @@ def test_saf_f_final_step_only_graph_matches_full_unroll_with_detached_history()
     x, y = batch(net)
     _, _, g_fast = grads(net, methods.get("saf-f", T=T), x, y)
     net.zero_grad(set_to_none=True)
-    saf_e, state = methods.get("saf-e", T=T), None
-    for t in range(T - 1):  # history by the per-step path: [A_0, A_1.., A_L, R] after T-1 steps
-        _, state, _ = saf_e.forward_step(net, Inputs(x, T, net), t, state)
-    lam = net.neuron.lam
-    c_T = accumulation_weight(lam, T)
-    accs, _ = saf_layers(net, lam * state[0] + x, state[1:-1], c_T)
-    F.cross_entropy(weighted_readout(net, accs[-1], c_T), y).backward()
+    program = graph.of(net)
+    leaks, ctx = Leaks(program, own=True), CallContext(x.shape[0])
+    sums = {}
+    for t in range(T - 1):  # every step with a graph, the history detached
+        sums, _ = saf_step(program, ctx, leaks, x, t, sums)
+        sums = {key: value.detach() for key, value in sums.items()}
+    sums, _ = saf_step(program, ctx, leaks, x, T - 1, sums)
+    F.cross_entropy(weighted_readout(program, ctx, leaks, sums, T), y).backward()
     assert_grads_close(g_fast, {n: p.grad for n, p in net.named_parameters()})
 
 
@@ -295,11 +310,11 @@ def test_static_batch_of_size_T_is_not_mistaken_for_a_sequence():
     torch.manual_seed(0)
     net, T = MLP(16, [8], 3, sample_shape=(1, 4, 4)), 4
     x_static = torch.rand(T, 1, 4, 4)  # B == T images
-    inputs = Inputs(x_static, T, net)
+    inputs = Inputs(x_static, T, net, graph.of(net))
     assert inputs.static and inputs.batch == T
     x_sequence = torch.rand(T, 1, 1, 4, 4)  # T steps of a batch of one image
-    inputs = Inputs(x_sequence, T, net)
+    inputs = Inputs(x_sequence, T, net, graph.of(net))
     assert not inputs.static and inputs.batch == 1
     flat_net = MLP(16, [8], 3)
-    inputs = Inputs(torch.rand(T, 1, 16), T, flat_net)  # exact [T, B=1, 16] is a sequence
+    inputs = Inputs(torch.rand(T, 1, 16), T, flat_net, graph.of(flat_net))  # exact [T, B=1, 16] is a sequence
     assert not inputs.static and inputs.batch == 1

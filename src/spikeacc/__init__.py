@@ -1,7 +1,7 @@
 """spikeacc: train spiking neural networks at close to the cost of an ordinary network."""
 from . import methods
-from .models import MLP, ConvNet, SpikingNet
+from .models import MLP, ConvNet
 from .neurons import LIF
 
 __version__ = "0.1.0"
-__all__ = ["LIF", "MLP", "ConvNet", "SpikingNet", "methods", "__version__"]
+__all__ = ["LIF", "MLP", "ConvNet", "methods", "__version__"]

@@ -79,6 +79,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def model_name(text: str) -> str:
+    """A name in models.MODELS, or package.module:function (checked when it is built)."""
+    from .models import MODELS
+
+    if text in MODELS or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(MODELS)}, "
+                                     "or give package.module:function)")
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """"800" or "16,32" -> (800,) or (16, 32)."""
     return tuple(positive_int(part) for part in text.split(",") if part.strip())
@@ -96,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "raster.png and checkpoint.pt into --out.")
     train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
     train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
-    train.add_argument("--model", default="mlp", choices=list(MODELS), help="network")
+    train.add_argument("--model", default="mlp", type=model_name, metavar="{" + ",".join(MODELS) + "}",
+                       help="network, or package.module:function returning an nn.Module (called with "
+                            "the sample shape and the number of classes)")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
                        help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
     train.add_argument("--T", type=positive_int, default=6, help="time steps")

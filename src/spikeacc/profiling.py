@@ -5,43 +5,37 @@ so they reflect each method's own computation rather than an analytic formula.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Callable
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from .models import SpikingNet, Synapse
+from .graph import observe
 
 
-def count_macs(net: SpikingNet, fn: Callable[[], object]) -> dict[str, int]:
-    """Forward multiply-accumulates of every Synapse call made while ``fn()`` runs.
+def count_macs(fn: Callable[[], object]) -> dict[str, int]:
+    """Forward multiply-accumulates of every weighted op (Linear, conv, F.linear,
+    F.conv) a method evaluates while ``fn()`` runs.
 
-    A forward hook on each Synapse adds ``output.numel() * synapse.fan_in`` per call
-    (fan_in = in_features, or in_channels/groups * kh * kw). Calls are counted, not
-    derived, so a method that applies a synapse twice per step (OTTT: value and trace
-    paths) is charged twice, and a batched call over S steps ([S*B, ...]) is charged S
-    times the per-step cost. Only forward calls are seen: backward passes and
-    parameter-free ops (pooling, flatten, bias additions, neuron updates) are not
-    counted.
+    Each evaluation adds ``output.numel() * fan_in`` (fan_in = in_features, or
+    in_channels/groups * kh * kw). Calls are counted, not derived, so a method that
+    applies an op twice per step (OTTT: value and trace paths) is charged twice, and a
+    call on S steps merged into the batch ([S*B, ...]) S times the per-step cost. Only
+    forward calls are seen: backward passes and ops without weights (pooling, flatten,
+    additions, neuron updates) are not counted.
 
-    Returns {synapse name as in ``net.named_modules()`` (e.g. "hidden.0", "readout"): MACs}.
+    Returns {the op's module name in the network (e.g. "1", "layer1.conv1"): MACs}.
     """
-    synapses = {name: m for name, m in net.named_modules() if isinstance(m, Synapse)}
-    macs = dict.fromkeys(synapses, 0)
+    macs: dict[str, int] = defaultdict(int)
 
-    def hook_for(name: str, synapse: Synapse):
-        def hook(module, args, output) -> None:
-            macs[name] += output.numel() * synapse.fan_in
-        return hook
+    def count(name: str, output: torch.Tensor, fan_in: int) -> None:
+        macs[name] += output.numel() * fan_in
 
-    handles = [m.register_forward_hook(hook_for(name, m)) for name, m in synapses.items()]
-    try:
+    with observe(count):
         fn()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return macs
+    return dict(macs)
 
 
 def peak_memory(fn: Callable[[], object], device: str | torch.device = "cpu") -> int:

@@ -12,9 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from torch import nn  # noqa: E402
+
+from . import graph  # noqa: E402
+from .graph import CallContext  # noqa: E402
 from .methods import BPTT, OTTT, SAFE, SAFF, Method, SpikeRepresentation  # noqa: E402
 from .methods.base import Inputs, lif_forward  # noqa: E402
-from .models import SpikingNet  # noqa: E402
 
 # methods whose network is the LIF network of methods/base.py (its spikes are what they train)
 LIF_METHODS = (BPTT, OTTT, SAFE, SAFF, SpikeRepresentation)
@@ -88,18 +91,20 @@ def plot_raster(spikes: torch.Tensor, path: str | os.PathLike, title: str = "",
 
 
 @torch.no_grad()
-def sample_spikes(net: SpikingNet, method: Method, x: torch.Tensor) -> list[torch.Tensor] | None:
-    """Hidden-layer spikes of the LIF network for one encoded sample x ([1, ...] or
-    [T, 1, ...]): per layer [T, N_l]. None when ``method`` does not train that network."""
+def sample_spikes(net: nn.Module, method: Method, x: torch.Tensor) -> list[torch.Tensor] | None:
+    """Spikes of every neuron site of the LIF network for one encoded sample x ([1, ...]
+    or [T, 1, ...]): per site [T, N_l]. None when ``method`` does not train that network."""
     if not isinstance(method, LIF_METHODS):
         return None
-    spikes, _ = lif_forward(net, Inputs(x, method.T, net))
+    program = graph.of(net)
+    inputs = Inputs(x, method.T, net, program)
+    spikes, _ = lif_forward(program, inputs, CallContext(inputs.batch))
     return [s.reshape(s.shape[0], -1) for s in spikes]  # [T, 1, ...] -> [T, N_l]
 
 
-def save_raster(net: SpikingNet, method: Method, x: torch.Tensor, path: str | os.PathLike,
+def save_raster(net: nn.Module, method: Method, x: torch.Tensor, path: str | os.PathLike,
                 title: str = "") -> bool:
-    """Raster of all hidden layers for one encoded sample; False (nothing written) for
+    """Raster of all neuron sites for one encoded sample; False (nothing written) for
     methods that are not LIF-based."""
     layers = sample_spikes(net, method, x)
     if not layers:

@@ -33,7 +33,7 @@ from .models import build
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: networks are ordinary modules (issue 8); format 1 held SpikingNet
 # settings that may change between a run and its --resume
 RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir")
 
@@ -48,7 +48,7 @@ class TrainConfig:
 
     method: str = "saf-f"
     dataset: str = "digits"
-    model: str = "mlp"
+    model: str = "mlp"  # a name in models.MODELS, or "package.module:function"
     hidden: tuple[int, ...] = ()  # layer widths / channels; () = the model's default
     T: int = 6
     epochs: int = 5
@@ -214,7 +214,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 self.method.infer(self.net, self.encoder(x.to(self.device)))
-        except RuntimeError as err:
+        except (RuntimeError, TypeError, IndexError) as err:
             reason = str(err).strip().splitlines()[0]
             raise ValueError(f"model {self.config.model!r} does not fit {self.split.name!r} samples "
                              f"{list(self.split.sample_shape)}: {reason}") from err

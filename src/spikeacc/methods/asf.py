@@ -2,23 +2,23 @@
 methods.md "ASF-BP"; authors' code neural-lab/ASF-BP).
 
 Forward (no graph): integrate-and-fire neurons with hard reset (neurons/if_neuron.py)
-run for T steps, layer by layer. Per hidden layer l the method keeps the accumulated
-input and output of the whole window,
+take the place of the network's LIF neurons and run for T steps. Per neuron site l the
+method keeps the accumulated input and output of the whole window,
 
     X_l = sum_t (W_l s_{l-1}[t] + b_l) = W_l O_{l-1} + T b_l,    O_l = sum_t s_l[t],
 
-with O_0 = sum_t x[t] (the accumulated input). The synapse is linear, so X_l is formed
-once from the counts instead of being summed step by step (the two differ by float
-rounding only); a bias is a constant current added every step, hence T b_l. Parameter-
-free pre-ops of a synapse (AvgPool2d, Flatten) are linear too: a pool + conv synapse
-has X_l = W_l pool(O_{l-1}) + T b_l, i.e. average pooling of spikes pools the spike
-counts and its backward is the pooling's adjoint (the default).
+with O_0 = sum_t x[t] (the accumulated input). The ops between neurons are affine, so
+X_l is formed once from the counts instead of being summed step by step (the two differ
+by float rounding only): every constant term (a bias, a current added every step) is
+scaled by T. Pooling and residual additions are linear too: X_l = W_l pool(O_{l-1}) + T b_l
+for a pooled conv, W O_{l-1} + O_skip for a residual block; average pooling of spikes
+pools the spike counts and its backward is the pooling's adjoint (the default).
 
 Spiking average pooling as in the authors' code (option ``pool_v_th``, 0.75 there): IF
-neurons with threshold ``pool_v_th`` follow every AvgPool2d pre-op that pools spikes (all
-synapses but the first, the readout included); that pooling stage has P = pool(O_{l-1}),
-its own counts O_p and its own k, fitted over all elements (the authors' code fits
-pooling stages without the X >= O mask), and X_l = W_l O_p + T b_l.
+neurons with threshold ``pool_v_th`` follow every average pooling of spikes (a pooling
+whose input depends on a neuron, the readout's included); that pooling stage has
+P = pool(O_{l-1}), its own counts O_p and its own k, fitted over all elements (the
+authors' code fits pooling stages without the X >= O mask), and X_l = W_l O_p + T b_l.
 
 Adaptive linear estimation (the paper's "equivalent network"): O_l ~ k_l X_l where
 X_l > 0, with k_l fitted on the batch over the elements with X >= O,
@@ -34,7 +34,7 @@ the gradient is
     delta_{l-1} = W_l^T (delta_l * k_l 1[X_l > 0]),   dL/dW_l = (delta_l * k_l 1[X_l > 0]) O_{l-1}^T,
 
 so backward time and memory do not depend on T. The readout is non-spiking,
-y = W_out O_L / (V_th T) + b_out, trained with MSE to the one-hot label (the paper's
+y = W_out O_L / (V_th T) + b_out (its constant terms scaled by V_th T), trained with MSE to the one-hot label (the paper's
 loss; per-sample squared error summed over classes, averaged over the batch, where the
 authors' code also sums over the batch, a mere rescaling) or with cross-entropy.
 """
@@ -46,9 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import SpikingNet, Synapse
+from ..graph import OP, SITE, Bias, CallContext, Pass, Program, Site
+from ..graph.ops import is_avgpool
 from ..neurons.if_neuron import IF
-from .base import Inference, Inputs, Method, over_time, per_sample, replace_grad
+from .base import Inference, Inputs, Method, per_sample, replace_grad, run_window, steps_first
 
 LOSSES = ("mse", "ce")
 
@@ -115,74 +116,78 @@ class AdaptiveGain:
 
 
 @dataclass
+class Stage:
+    """Where ASF-BP's IF neurons fire: a neuron site, or (``site`` None) the output of
+    an average pooling of spikes (``pool_v_th``)."""
+
+    index: int  # node index
+    name: str  # the neuron's module name, or "pool.<module>"
+    site: Site | None
+
+
+def stages(program: Program, pool_neuron: IF | None) -> list[Stage]:
+    """The neuron sites and, with ``pool_neuron``, the poolings of spikes, in graph order."""
+    found = [Stage(site.index, site.name, site) for site in program.sites]
+    if pool_neuron is not None:
+        for node in program.nodes:
+            if node.kind == OP and is_avgpool(node.op) and any(
+                    program.nodes[s].kind == SITE for s in program.sources_of[node.index]):
+                name = node.owner if node.op.module is not None else f"{node.owner}.{node.name}".strip(".")
+                found.append(Stage(node.index, f"pool.{name}", None))
+    return sorted(found, key=lambda stage: stage.index)
+
+
+@dataclass
 class Flow:
-    """Accumulated values of one forward window, each [B, ...]: O_0 = sum_t x[t], the
-    spike counts O_l of the hidden layers, and per synapse of [*hidden, readout] the
-    counts of its pooling neurons (None where it has none)."""
+    """Accumulated values of one forward window: O_0 = sum_t x[t] [B, ...], and the
+    spike counts of every stage, by node index, each [B, ...]."""
 
     o_in: torch.Tensor
-    counts: list[torch.Tensor]
-    pool_counts: list[torch.Tensor | None]
-
-
-def pooling_sites(net: SpikingNet, pool_neuron: IF | None) -> list[bool]:
-    """Per synapse of [*hidden, readout]: are IF neurons placed after its AvgPool2d pre-op?
-    Only where the pooled values are spikes (not the first synapse)."""
-    synapses = [*net.hidden, net.readout]
-    if pool_neuron is None:
-        return [False] * len(synapses)
-    return [i > 0 and any(isinstance(m, nn.AvgPool2d) for m in s.pre) for i, s in enumerate(synapses)]
+    counts: dict[int, torch.Tensor]
 
 
 @torch.no_grad()
-def accumulated_flow(net: SpikingNet, inputs: Inputs, neuron: IF, chunk: int | None = None,
-                     pool_neuron: IF | None = None) -> Flow:
+def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron: IF,
+                     chunk: int | None = None, pool_neuron: IF | None = None) -> Flow:
     """Run the IF network for T steps without a graph and accumulate its Flow.
 
     Time is processed in windows of ``chunk`` steps (None: all T at once); inside a
-    window each layer is one batched product over all its steps, and the membranes
-    carry over between windows, so forward memory is O(chunk) instead of O(T).
+    window each op is one batched product over all its steps (a static input's first
+    products once, broadcast over the steps), and the membranes carry over between
+    windows, so forward memory is O(chunk) instead of O(T).
     ``pool_neuron``: IF neurons after the poolings of spikes (module docstring).
     """
-    T, pooled = inputs.T, pooling_sites(net, pool_neuron)
+    T = inputs.T
     chunk = T if chunk is None else chunk
-    synapses = [*net.hidden, net.readout] if pooled[-1] else list(net.hidden)
-    v_mems: list[torch.Tensor | None] = [None] * len(synapses)
-    pool_v_mems: list[torch.Tensor | None] = [None] * len(synapses)
-    counts: list = [0.0] * len(net.hidden)
-    pool_counts: list = [0.0 if site else None for site in pooled]
+    v_mems: dict[int, torch.Tensor] = {}
+    counts: dict[int, torch.Tensor] = {}
+
+    def run(if_neuron: IF, index: int, current: torch.Tensor) -> torch.Tensor:
+        spikes, v_mems[index] = if_neuron.run(current, v_mems.get(index))  # [S, B, ...]
+        return spikes
+
+    pools = {stage.index: (lambda current, i=stage.index: run(pool_neuron, i, current))
+             for stage in stages(program, pool_neuron) if stage.site is None}
     o_in: torch.Tensor | float = 0.0
     for start in range(0, T, chunk):
         steps = min(chunk, T - start)
-        if inputs.static:  # the same input every step: one product, broadcast over steps
-            o_in = o_in + steps * inputs.x
-            h = inputs.x.unsqueeze(0)  # [1, B, ...]
-        else:
-            h = inputs.x[start:start + steps]  # [S, B, ...]
-            o_in = o_in + h.sum(0)
-        for layer, synapse in enumerate(synapses):
-            if pooled[layer]:
-                pooled_in = over_time(synapse.pre, h)  # [S, B, ...]
-                h, pool_v_mems[layer] = pool_neuron.run(pooled_in, pool_v_mems[layer])
-                pool_counts[layer] = pool_counts[layer] + h.sum(0)
-                if layer == len(net.hidden):  # the readout's pooling: nothing spikes after it
-                    break
-                synapse = Synapse(synapse.op)  # the same weights, without the pre-ops
-            current = over_time(synapse, h)
-            if current.shape[0] != steps:  # static input: one product for every step
-                current = current.expand(steps, *current.shape[1:])
-            h, v_mems[layer] = neuron.run(current, v_mems[layer])  # [S, B, ...]
-            counts[layer] = counts[layer] + h.sum(0)
-    return Flow(o_in, counts, pool_counts)
+        x, x_steps = inputs.window(start, steps, static_once=True)
+        o_in = o_in + (steps * x if x_steps == 1 else steps_first(x, steps).sum(0))
+        spikes, _ = run_window(program, ctx, x, x_steps, steps,
+                               lambda site, current: run(neuron, site.index, current), pools, output=False)
+        for index, s in spikes.items():
+            counts[index] = counts[index] + s.sum(0) if index in counts else s.sum(0)
+    return Flow(o_in, counts)
 
 
 class ASF(Method):
-    """ASF-BP on a SpikingNet's weights with its own IF neurons (the net's LIF is unused).
+    """ASF-BP on a network's weights with its own IF neurons (the network's LIF
+    settings are not used).
 
     Options (``methods.get("asf", T, **options)``):
         v_th: IF threshold (paper: 1 for MNIST, 2 for CIFAR-10); leak: IF leak in (0, 1].
         loss: "mse" (to one-hot, the paper's) or "ce".
-        per_channel: one k per channel (dim 1 of a layer's output) instead of per layer.
+        per_channel: one k per channel (dim 1 of a neuron's output) instead of per neuron site.
         k_every: re-estimate k every this many training steps (0: keep k = 1).
         chunk: time steps simulated per batched window in the forward (None: all T at
             once; the default 10 bounds forward memory independently of T).
@@ -206,59 +211,52 @@ class ASF(Method):
         self.pool_neuron = None if pool_v_th is None else IF(pool_v_th)
         self.loss, self.per_channel = loss, per_channel
         self.k_every, self.chunk = int(k_every), chunk
-        self.gains: list[AdaptiveGain] = []  # one per hidden layer
-        self.pool_gains: list[AdaptiveGain | None] = []  # one per synapse of [*hidden, readout]
+        self.gains: dict[str, AdaptiveGain] = {}  # one per stage, by stage name
         self.train_steps = 0
 
-    def _prepare(self, net: SpikingNet) -> None:
-        if len(self.gains) != len(net.hidden):
-            self.gains = [AdaptiveGain(self.per_channel) for _ in net.hidden]
-            self.pool_gains = [AdaptiveGain(self.per_channel, masked=False) if site else None
-                               for site in pooling_sites(net, self.pool_neuron)]
+    def _stages(self, program: Program) -> list[Stage]:
+        found = stages(program, self.pool_neuron)
+        if list(self.gains) != [stage.name for stage in found]:
+            self.gains = {stage.name: AdaptiveGain(self.per_channel, masked=stage.site is not None)
+                          for stage in found}
+        return found
 
     def state_dict(self) -> dict:
-        """The estimation state (k per layer and pooling stage, step count) for checkpoints."""
-        return {"train_steps": self.train_steps, "gains": [asdict(g) for g in self.gains],
-                "pool_gains": [asdict(g) if g else None for g in self.pool_gains]}
+        """The estimation state (k per stage, step count) for checkpoints."""
+        return {"train_steps": self.train_steps, "gains": {name: asdict(g) for name, g in self.gains.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.train_steps = state["train_steps"]
-        self.gains = [AdaptiveGain(**g) for g in state["gains"]]
-        self.pool_gains = [AdaptiveGain(**g) if g else None for g in state["pool_gains"]]
+        self.gains = {name: AdaptiveGain(**g) for name, g in state["gains"].items()}
 
     def stats(self) -> list[dict]:
-        """Per hidden layer ("hidden.i"), then per pooling stage ("pool.i", before synapse i):
+        """Per stage in graph order (neurons by module name, poolings "pool.<module>"):
         k in use, last k_hat, fit error of O vs kX, number of k updates."""
-        hidden = [gain.stats(f"hidden.{i}") for i, gain in enumerate(self.gains)]
-        return hidden + [gain.stats(f"pool.{i}") for i, gain in enumerate(self.pool_gains) if gain]
+        return [gain.stats(name) for name, gain in self.gains.items()]
 
-    def forward_flow(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor | None = None) -> Flow:
+    def forward_flow(self, program: Program, ctx: CallContext, inputs: Inputs) -> Flow:
         """The no-graph T-step simulation of this method's network."""
-        self._prepare(net)
-        return accumulated_flow(net, self.inputs(net, x, y), self.neuron, self.chunk, self.pool_neuron)
+        return accumulated_flow(program, ctx, inputs, self.neuron, self.chunk, self.pool_neuron)
 
-    def equivalent_network(self, net: SpikingNet, flow: Flow, update_k: bool) -> torch.Tensor:
+    def equivalent_network(self, program: Program, ctx: CallContext, flow: Flow, update_k: bool) -> torch.Tensor:
         """The graph pass on accumulated values: logits [B, K] whose backward is ASF-BP's."""
-        h, scale = flow.o_in, self.neuron.v_th * self.T  # O_0 [B, ...]
-        for i, synapse in enumerate(net.hidden):
-            x_acc = self._synapse(net, i, h, flow, float(self.T), update_k)  # X_l [B, ...]
-            h = _estimated(self.gains[i], x_acc, flow.counts[i], update_k)  # O_l, grad k 1[X > 0]
-        return self._synapse(net, len(net.hidden), h, flow, scale, update_k) / scale
+        scale = self.neuron.v_th * self.T
+        hidden, readout = Pass(program, ctx, Bias(float(self.T))), Pass(program, ctx, Bias(scale))
+        for values in (hidden, readout):
+            values.set(program.input, flow.o_in)  # O_0 [B, ...]
+        for stage in self._stages(program):
+            x_acc = hidden.get(stage.site.input) if stage.site else hidden.compute(stage.index)  # X_l
+            o_est = _estimated(self.gains[stage.name], x_acc, flow.counts[stage.index], update_k)
+            hidden.set(stage.index, o_est)
+            readout.set(stage.index, o_est)
+        return readout.get(program.output) / scale
 
-    def _synapse(self, net: SpikingNet, i: int, h: torch.Tensor, flow: Flow, bias_scale: float,
-                 update_k: bool) -> torch.Tensor:
-        """Synapse i of [*hidden, readout] on counts h: W pre(h) + bias_scale b, or with a
-        spiking pooling stage, W O_p + bias_scale b."""
-        synapse = [*net.hidden, net.readout][i]
-        if self.pool_gains[i] is None:
-            return synapse(h, bias_scale=bias_scale)
-        pooled = _estimated(self.pool_gains[i], synapse.pre(h), flow.pool_counts[i], update_k)
-        return Synapse(synapse.op)(pooled, bias_scale=bias_scale)
-
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flow = self.forward_flow(net, x, y)
+    def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        program, inputs, ctx = self.setup(net, x, y)
+        self._stages(program)
+        flow = self.forward_flow(program, ctx, inputs)
         update_k = self.k_every > 0 and self.train_steps % self.k_every == 0
-        logits = self.equivalent_network(net, flow, update_k)
+        logits = self.equivalent_network(program, ctx, flow, update_k)
         self.train_steps += 1
         if self.loss == "mse":
             target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
@@ -269,16 +267,19 @@ class ASF(Method):
         return loss.detach(), logits.detach()
 
     @torch.no_grad()
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
         """Logits y = W_out O_L / (V_th T) + b_out (through the readout's pooling neurons
-        with ``pool_v_th``) and spikes per sample of each hidden layer (pooling neurons'
+        with ``pool_v_th``) and spikes per sample of each neuron site (pooling neurons'
         spikes are not counted)."""
-        flow = self.forward_flow(net, x)
-        h, scale = (flow.counts[-1] if flow.counts else flow.o_in), self.neuron.v_th * self.T
-        readout = net.readout
-        if flow.pool_counts[-1] is not None:
-            h, readout = flow.pool_counts[-1], Synapse(net.readout.op)
-        return Inference(readout(h, bias_scale=scale) / scale, [per_sample(c) for c in flow.counts])
+        program, inputs, ctx = self.setup(net, x)
+        flow = self.forward_flow(program, ctx, inputs)
+        scale = self.neuron.v_th * self.T
+        readout = Pass(program, ctx, Bias(scale))
+        readout.set(program.input, flow.o_in)
+        for stage in self._stages(program):
+            readout.set(stage.index, flow.counts[stage.index])
+        counts = [per_sample(flow.counts[site.index]) for site in program.sites]
+        return Inference(readout.get(program.output) / scale, counts)
 
 
 def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool) -> torch.Tensor:

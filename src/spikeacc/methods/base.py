@@ -1,37 +1,49 @@
-"""What every training method shares: input layout, the Method interface, and the
-spiking inference path (the real LIF network every LIF-based method deploys to)."""
+"""What every training method shares: input layout, the Method interface, running a
+network's graph over a window of steps, and the spiking inference path (the real LIF
+network every LIF-based method deploys to)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..models import SpikingNet
+from .. import graph
+from ..graph import CallContext, Pass, Program, Site
 
 
 @dataclass
 class Inference:
-    """Output of a no-grad run: logits [B, K] and per-layer spike counts, each [B]."""
+    """Output of a no-grad run: logits [B, K] and spikes per sample of every neuron
+    site (in the network's order), each [B]."""
 
     logits: torch.Tensor
     spike_counts: list[torch.Tensor]
 
 
 class Inputs:
-    """An input batch seen as T steps: static x [B, ...] fed every step, or a sequence [T, B, ...]."""
+    """An input batch seen as T steps: static x [B, ...] fed every step, or a sequence [T, B, ...].
 
-    def __init__(self, x: torch.Tensor, T: int, net: SpikingNet) -> None:
-        sample = net.sample_shape
-        static = x.dim() >= 2 and _same_size(x.shape[1:], sample)
-        sequence = x.dim() >= 3 and x.shape[0] == T and _same_size(x.shape[2:], sample)
-        if static and sequence:  # [T, 1, ...]: an exact sample-shape match decides, else static
-            sequence = tuple(x.shape[2:]) == sample and tuple(x.shape[1:]) != sample
-            static = not sequence
+    Which one: a network that declares ``sample_shape`` (spikeacc's models do) decides by
+    it; otherwise x [B, ...] is static unless x.shape[0] == T, and then x is static if one
+    sample x[:1] runs through the network to logits [1, K], else a sequence.
+    """
+
+    def __init__(self, x: torch.Tensor, T: int, net: nn.Module, program: Program) -> None:
+        sample = getattr(net, "sample_shape", None)
+        if sample is not None:
+            static, sequence = _fits_declared(x, T, tuple(sample))
+        else:
+            static, sequence = x.dim() >= 2, x.dim() >= 3 and x.shape[0] == T
+            if static and sequence:
+                static = _runs_on(program, x[:1])
+                sequence = not static
         if not (static or sequence):
-            raise ValueError(
-                f"input shape {tuple(x.shape)} fits neither [B, *{sample}] nor [T={T}, B, *{sample}]")
+            expected = f"*{tuple(sample)}" if sample is not None else "..."
+            raise ValueError(f"input shape {tuple(x.shape)} fits neither [B, {expected}] nor [T={T}, B, {expected}]")
         self.static, self.batch = static, x.shape[0] if static else x.shape[1]
         self.x, self.T = x, T
 
@@ -43,32 +55,68 @@ class Inputs:
         """All steps [T, B, ...] (a broadcast view for static input, no copy)."""
         return self.x.expand(self.T, *self.x.shape) if self.static else self.x
 
+    def window(self, start: int, steps: int, static_once: bool) -> tuple[torch.Tensor, int]:
+        """Steps start..start+steps-1 merged into the batch dim: ([S*B, ...], S). With
+        ``static_once`` a static input is one step (S = 1), broadcast where it meets
+        the other steps (its first products are computed once)."""
+        if self.static and static_once:
+            return self.x, 1
+        part = self.sequence()[start:start + steps]
+        return part.reshape(-1, *part.shape[2:]), steps
+
+
+def _fits_declared(x: torch.Tensor, T: int, sample: tuple[int, ...]) -> tuple[bool, bool]:
+    static = x.dim() >= 2 and _same_size(x.shape[1:], sample)
+    sequence = x.dim() >= 3 and x.shape[0] == T and _same_size(x.shape[2:], sample)
+    if static and sequence:  # [T, 1, ...]: an exact sample-shape match decides, else static
+        sequence = tuple(x.shape[2:]) == sample and tuple(x.shape[1:]) != sample
+        static = not sequence
+    return static, sequence
+
+
+def _same_size(shape: torch.Size, sample_shape: tuple[int, ...]) -> bool:
+    return math.prod(shape) == math.prod(sample_shape)
+
+
+@torch.no_grad()
+def _runs_on(program: Program, batch: torch.Tensor) -> bool:
+    """Does one step of ``batch`` (silent neurons) give logits [B, K]?"""
+    try:
+        _, out = run_window(program, CallContext(batch.shape[0]), batch, 1, 1,
+                            lambda site, current: torch.zeros_like(current))
+    except Exception:  # noqa: BLE001  (any failure means: not this layout)
+        return False
+    return out.dim() == 3
+
 
 class Method:
-    """A way to compute the loss gradient of a SpikingNet over T time steps.
+    """A way to compute the loss gradient of a spiking network over T time steps.
 
     Subclasses implement ``loss_and_grad`` (accumulates into ``.grad``) and ``infer``.
+    ``any_op``: the method runs any op between neurons; otherwise every op must be
+    affine (``spikeacc.graph.ops``) and ``setup`` refuses the network before computing.
     """
 
     name: str = ""
+    any_op: bool = False
 
     def __init__(self, T: int) -> None:
         if int(T) != T or T <= 0:
             raise ValueError(f"T (time steps) must be a positive integer, got {T}")
         self.T = int(T)
 
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss (detached scalar) and logits [B, K]; adds the gradient to every parameter's .grad."""
         raise NotImplementedError
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
         raise NotImplementedError
 
-    def predict(self, net: SpikingNet, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, K] without a graph."""
         return self.infer(net, x).logits
 
-    def step(self, net: SpikingNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+    def step(self, net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
              y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on the batch."""
         optimizer.zero_grad(set_to_none=True)
@@ -76,21 +124,17 @@ class Method:
         optimizer.step()
         return loss, logits
 
-    def inputs(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor | None = None) -> Inputs:
-        inputs = Inputs(x, self.T, net)
+    def setup(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+              ) -> tuple[Program, Inputs, CallContext]:
+        """The network's program (checked for this method), the input layout and the
+        call's context; ValueError for a network or batch this method cannot run."""
+        program = graph.of(net)
+        if not self.any_op:
+            program.check_affine(self.name)
+        inputs = Inputs(x, self.T, net, program)
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
-        return inputs
-
-
-def _same_size(shape: torch.Size, sample_shape: tuple[int, ...]) -> bool:
-    return math.prod(shape) == math.prod(sample_shape)
-
-
-def over_time(module: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Apply a per-sample module to every step of h [S, B, ...] as one batch of S*B samples."""
-    out = module(h.reshape(-1, *h.shape[2:]))  # [S*B, ...]
-    return out.reshape(h.shape[0], -1, *out.shape[1:])  # [S, B, ...]
+        return program, inputs, CallContext(inputs.batch)
 
 
 def per_sample(values: torch.Tensor) -> torch.Tensor:
@@ -98,16 +142,66 @@ def per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).sum(1)
 
 
-def lif_forward(net: SpikingNet, inputs: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The real LIF network, layer by layer over all T steps (one product per layer
-    for the whole window): spikes of every hidden layer [T, B, ...] and readout
-    membrane per step o[t] = W_out s_L[t] + b, [T, B, K]. Differentiable (BPTT)."""
-    h = inputs.sequence()  # [T, B, ...]
-    spikes = []
-    for synapse in net.hidden:
-        h = net.neuron.run(over_time(synapse, h))  # [T, B, ...]
-        spikes.append(h)
-    return spikes, over_time(net.readout, h)  # [T, B, K]
+def steps_first(value: torch.Tensor, steps: int) -> torch.Tensor:
+    """[S*B, ...] -> [S, B, ...]."""
+    return value.view(steps, -1, *value.shape[1:])
+
+
+Fire = Callable[[Site, torch.Tensor], torch.Tensor]
+
+
+def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int, steps: int,
+               fire: Fire, replace: dict[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+               output: bool = True) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+    """The network over ``steps`` time steps at once, every op applied to all steps as one
+    batch. x: [x_steps * B, ...] (x_steps 1: the same input every step).
+
+    ``fire(site, current [S, B, ...]) -> spikes [S, B, ...]`` runs each neuron site;
+    ``replace`` maps other node indices (e.g. ASF-BP's pooling) to a function of the
+    node's own value [S, B, ...] that replaces it. Returns ({node index: its new value
+    [S, B, ...]}, output [S, B, ...], or None without ``output``). A value computed for
+    one step (static input) is broadcast to S steps where needed (no copy at a neuron).
+    """
+    values = Pass(program, ctx)
+    values.set(program.input, x, x_steps)
+    stages = {site.index: site for site in program.sites}
+    outputs = {}
+    for index in sorted({*stages, *(replace or {})}):
+        site = stages.get(index)
+        current = values.get(site.input) if site else values.compute(index)
+        current_steps = values.steps[site.input] if site else values.steps[index]
+        current = steps_first(current, current_steps)
+        if current_steps != steps:  # one step, the same at every step
+            current = current.expand(steps, *current.shape[1:])
+        out = fire(site, current) if site else replace[index](current)  # [S, B, ...]
+        values.set(index, out.reshape(-1, *out.shape[2:]), steps)
+        outputs[index] = out
+    if not output:
+        return outputs, None
+    out = values.get(program.output)
+    out = steps_first(out, values.steps[program.output])
+    return outputs, out.expand(steps, *out.shape[1:])
+
+
+def lif_fire(site: Site, current: torch.Tensor) -> torch.Tensor:
+    """The site's LIF neuron over all steps of current [T, B, ...]."""
+    return site.module.run(current)
+
+
+def lif_forward(program: Program, inputs: Inputs, ctx: CallContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The real LIF network over all T steps (one product per op for the whole window):
+    spikes of every site [T, B, ...] and the output per step o[t], [T, B, K].
+    Differentiable (BPTT)."""
+    merged, steps = inputs.window(0, inputs.T, static_once=False)
+    spikes, per_step = run_window(program, ctx, merged, steps, inputs.T, lif_fire)
+    return [spikes[site.index] for site in program.sites], per_step
+
+
+def readout_leak(program: Program) -> float:
+    """lambda_out: the leak of the sites the output reads (the largest if they differ;
+    0 if it reads none). SAF and OTTT accumulate the readout's sources with it, and the
+    weighted readout of SR and SAF-F weights o[t] by lambda_out^(T-t)."""
+    return max((site.module.lam for site in program.readout_sites()), default=0.0)
 
 
 def readout_logits(per_step: torch.Tensor, readout: str, lam: float) -> torch.Tensor:
@@ -121,15 +215,16 @@ def readout_logits(per_step: torch.Tensor, readout: str, lam: float) -> torch.Te
 
 
 @torch.no_grad()
-def spiking_inference(net: SpikingNet, x: torch.Tensor, T: int, readout: str = "mean") -> Inference:
+def spiking_inference(net: nn.Module, x: torch.Tensor, T: int, readout: str = "mean") -> Inference:
     """Run the weights as a real LIF spiking network (what neuromorphic hardware runs)."""
-    inputs = Inputs(x, T, net)
-    spikes, per_step = lif_forward(net, inputs)
-    return Inference(readout_logits(per_step, readout, net.neuron.lam), spike_counts(spikes))
+    program = graph.of(net)
+    inputs = Inputs(x, T, net, program)
+    spikes, per_step = lif_forward(program, inputs, CallContext(inputs.batch))
+    return Inference(readout_logits(per_step, readout, readout_leak(program)), spike_counts(spikes))
 
 
 def spike_counts(spikes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per layer, spikes per sample: each [T, B, ...] -> [B]."""
+    """Per site, spikes per sample: each [T, B, ...] -> [B]."""
     return [per_sample(s.sum(0)) for s in spikes]
 
 
@@ -142,56 +237,3 @@ def per_step_ce(per_step: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def replace_grad(value: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
     """``value`` in forward, gradient through ``grad_path`` in backward."""
     return grad_path + (value - grad_path).detach()
-
-
-class OnlineMethod(Method):
-    """Methods that backpropagate each step's loss L[t] = CE(o[t], y) / T at once, with
-    every temporal dependency cut: memory is constant in T. Subclasses give one step.
-
-    ``update_every_step``: call ``optimizer.step()`` after every time step (OTTT-O)
-    instead of once per batch.
-    """
-
-    update_every_step = False
-
-    def forward_step(self, net: SpikingNet, inputs: Inputs, t: int, state: list | None
-                     ) -> tuple[torch.Tensor, list, list[torch.Tensor]]:
-        """Step t (0-based): (o[t] [B, K] with graph, next state (detached), hidden spikes)."""
-        raise NotImplementedError
-
-    def _run(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor,
-             optimizer: torch.optim.Optimizer | None) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, state = self.inputs(net, x, y), None
-        loss, logits = 0.0, 0.0  # become tensors on the input device at t = 0
-        for t in range(self.T):
-            out, state, _ = self.forward_step(net, inputs, t, state)
-            loss_t = F.cross_entropy(out, y) / self.T
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-            loss_t.backward()
-            if optimizer is not None:
-                optimizer.step()
-            loss = loss + loss_t.detach()
-            logits = logits + out.detach() / self.T
-        return loss, logits
-
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._run(net, x, y, None)
-
-    def step(self, net: SpikingNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.update_every_step:
-            return super().step(net, optimizer, x, y)
-        return self._run(net, x, y, optimizer)
-
-    @torch.no_grad()
-    def online_inference(self, net: SpikingNet, x: torch.Tensor) -> Inference:
-        """Run this method's own forward: logits = mean_t o[t], spikes counted per layer."""
-        inputs, state = self.inputs(net, x), None
-        logits, counts = 0.0, None
-        for t in range(self.T):
-            out, state, spikes = self.forward_step(net, inputs, t, state)
-            logits = logits + out / self.T
-            step_counts = [per_sample(s) for s in spikes]
-            counts = step_counts if counts is None else [c + s for c, s in zip(counts, step_counts)]
-        return Inference(logits, counts)

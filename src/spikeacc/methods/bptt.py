@@ -1,24 +1,27 @@
 """Backpropagation through time with surrogate gradients (methods.md, "BPTT").
 
 All T steps are unrolled with a graph and L = (1/T) sum_t CE(o[t], y) is backpropagated
-through the whole window: memory and backward cost grow with T.
+through the whole window: memory and backward cost grow with T. Any op may sit between
+neurons; each op runs once on all T steps merged into the batch dim (BatchNorm in
+training mode therefore normalises over T*B, as SpikingJelly's multi-step layers do).
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from ..models import SpikingNet
 from .base import Inference, Method, lif_forward, per_step_ce, spiking_inference
 
 
 class BPTT(Method):
     name = "bptt"
+    any_op = True
 
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, per_step = lif_forward(net, self.inputs(net, x, y))  # [T, B, K]
+    def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, per_step = lif_forward(*self.setup(net, x, y))  # [T, B, K]
         loss = per_step_ce(per_step, y)
         loss.backward()
         return loss.detach(), per_step.detach().mean(0)
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
         return spiking_inference(net, x, self.T, "mean")

@@ -1,10 +1,12 @@
 """Online training through time, OTTT (Xiao et al., NeurIPS 2022; methods.md "OTTT").
 
-Each layer carries the presynaptic trace a_hat[t] = lam * a_hat[t-1] + s_in[t]. Per step,
-the value path computes W s[t] + b and the gradient path W a_hat[t] + c[t] b, so that
-dL[t]/dW = delta[t] a_hat[t]^T (OTTT Eq. 8) -- two products per layer and step. The
-bias is treated as a weight on a constant input, whose trace is c[t]; the readout has
-no membrane, so its bias enters o[t] once.
+Each neuron's input is computed twice per step: the value path runs the network's ops on
+the spikes s[t] (the LIF network), the gradient path on the presynaptic traces
+a_hat[t] = lam a_hat[t-1] + s[t] (``online.Leaks``: lam is the reading neuron's leak),
+with every constant term scaled by c[t] = sum_{k<t} lam^k, the trace of a constant input.
+So dL[t]/dW = delta[t] a_hat[t]^T (OTTT Eq. 8) -- two products per op and step. The
+readout has no membrane: its value path is o[t], its gradient path the same ops on the
+traces with lambda_out, its constant terms entering o[t] once.
 
 OTTT-A sums the per-step gradients and updates once; OTTT-O updates after every step
 (``step``); its ``loss_and_grad`` returns the same per-step sum as OTTT-A. With Adam,
@@ -14,11 +16,23 @@ accuracy benchmark does that).
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, field
 
-from ..models import SpikingNet
+import torch
+from torch import nn
+
+from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
-from .base import Inference, Inputs, OnlineMethod, replace_grad, spiking_inference
+from .base import Inference, Inputs, replace_grad, spiking_inference
+from .online import Leaks, OnlineMethod, Sums, accumulate, publish
+
+
+@dataclass
+class OTTTState:
+    leaks: Leaks
+    v_mem: dict[int, torch.Tensor] = field(default_factory=dict)  # per site, u[t-1]
+    spike: dict[int, torch.Tensor] = field(default_factory=dict)  # per site, s[t-1]
+    traces: Sums = field(default_factory=dict)  # a_hat[t-1] per (source, leak)
 
 
 class OTTT(OnlineMethod):
@@ -29,26 +43,37 @@ class OTTT(OnlineMethod):
         self.name = f"ottt-{variant}"
         self.update_every_step = variant == "o"
 
-    def forward_step(self, net: SpikingNet, inputs: Inputs, t: int, state: list | None):
-        neuron, lam = net.neuron, net.neuron.lam
-        c_t = accumulation_weight(lam, t + 1)
-        x_t = inputs.at(t)
-        if state is None:  # per layer: (v_mem, spike, trace); first entry is the input trace
-            state = [torch.zeros_like(x_t)] + [None] * len(net.hidden)
-        trace_in = lam * state[0] + x_t  # [B, ...]
-        value, trace, new_state, spikes = x_t, trace_in, [trace_in], []
-        for synapse, layer_state in zip(net.hidden, state[1:]):
-            current = replace_grad(synapse(value), synapse(trace, bias_scale=c_t))
-            if layer_state is None:
-                v_mem = spike_prev = trace_prev = torch.zeros_like(current)
-            else:
-                v_mem, spike_prev, trace_prev = layer_state
-            v_mem, value = neuron.step(v_mem, spike_prev, current)
-            trace = lam * trace_prev + value
-            new_state.append((v_mem.detach(), value.detach(), trace.detach()))
-            spikes.append(value.detach())
-        out = replace_grad(net.readout(value), net.readout(trace))  # [B, K]
-        return out, new_state, spikes
+    def start(self, program: Program) -> OTTTState:
+        return OTTTState(Leaks(program))
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def forward_step(self, program: Program, ctx: CallContext, inputs: Inputs, t: int, state: OTTTState):
+        leaks = state.leaks
+        value = Pass(program, ctx)  # the LIF network: spikes
+        traces = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
+        readout = Pass(program, ctx)  # the readout's gradient path
+        new_traces: Sums = {}
+
+        def emit(source: int, spikes: torch.Tensor) -> None:
+            value.set(source, spikes)
+            accumulate(state.traces, source, spikes, leaks, new_traces)
+            publish(new_traces, source, leaks, traces, readout)
+
+        emit(program.input, inputs.at(t))
+        spikes = []
+        for site in program.sites:
+            current = replace_grad(value.get(site.input), traces[leaks.site[site.index]].get(site.input))
+            v_prev = state.v_mem.get(site.index)
+            if v_prev is None:
+                v_prev = torch.zeros_like(current)
+            spike_prev = state.spike.get(site.index, v_prev)
+            v_mem, spike = site.module.step(v_prev, spike_prev, current)
+            state.v_mem[site.index], state.spike[site.index] = v_mem.detach(), spike.detach()
+            emit(site.index, spike)
+            spikes.append(spike.detach())
+        out = replace_grad(value.get(program.output), readout.get(program.output))  # [B, K]
+        state.traces = {key: trace.detach() for key, trace in new_traces.items()}
+        return out, spikes
+
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
+        self.setup(net, x)  # refuses a network OTTT cannot train
         return spiking_inference(net, x, self.T, "mean")

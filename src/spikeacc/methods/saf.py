@@ -1,78 +1,100 @@
 """Spike accumulation forwarding, SAF (Saiin et al., TMLR 2024; methods.md "SAF").
 
 Layers forward the accumulated spike A[t] = lam * A[t-1] + s[t] instead of s[t].
-Unrolling the LIF neuron gives, exactly (the paper's Eqs. for U-hat and s in Sec. 4):
+Unrolling the LIF neuron gives, exactly (the paper's Eqs. for U-hat and s in Sec. 4),
+for a neuron with leak lam and input ops I = L(sources) + b:
 
-    u_l[t] = W_l A_{l-1}[t] + c[t] b_l - lam * V_th * A_l[t-1],   c[t] = sum_{k<t} lam^k
-    s_l[t] = H(u_l[t] - V_th),   A_l[t] = lam * A_l[t-1] + s_l[t]
+    U_hat[t] = L(A_sources[t]) + c[t] b,   c[t] = sum_{k<t} lam^k
+    s[t] = H(U_hat[t] - lam * V_th * A[t-1] - V_th),   A[t] = lam * A[t-1] + s[t]
 
-so one product W A[t] per layer and step carries both the value and the weight
-gradient (OTTT needs W s[t] and W a_hat[t]). The spikes are those of the LIF network,
-so SAF-trained weights run unchanged in ``spiking_inference``.
+where A_sources are the sources' sums with this neuron's leak (``online.Leaks``), so one
+product per op and step carries both the value and the weight gradient (OTTT needs the
+ops on s[t] and on a_hat[t]). The spikes are those of the LIF network, so SAF-trained
+weights run unchanged in ``spiking_inference``.
 
-* SAF-E: L = (1/T) sum_t CE(o[t], y), o[t] = R[t] - lam R[t-1] + b_out with
-  R[t] = W_out A_L[t]; A[t-1] and R[t-1] are detached, and the gradient equals OTTT's
-  (the paper's Theorem 1).
-* SAF-F: L = CE(W_out A_L[T] / c[T] + b_out, y), the weighted-rate readout; steps
-  1..T-1 run without a graph, and one backward follows step T. With the surrogate
-  taken as the Spike Representation derivative (``surrogate="sr"``) its gradient is
-  SR's, scaled by V_th per layer (the paper's Theorem 2).
+* SAF-E: L = (1/T) sum_t CE(o[t], y), o[t] = R[t] - lam R[t-1] with R[t] the readout's
+  ops on its sources' sums (lambda_out), constant terms scaled by c[t] in value and by
+  1 in gradient; A[t-1] and R[t-1] are detached, and the gradient equals OTTT's (the
+  paper's Theorem 1).
+* SAF-F: L = CE(R[T] / c[T], y), the weighted-rate readout; steps 1..T-1 run without a
+  graph, and one backward follows step T. With the surrogate taken as the Spike
+  Representation derivative (``surrogate="sr"``) its gradient is SR's when the neurons
+  share one leak and V_th = 1 (the paper's Theorem 2); with V_th != 1 each neuron's
+  gradient carries a factor V_th per neuron between it and the readout.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..models import SpikingNet
+from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
-from .base import Inference, Inputs, Method, OnlineMethod, per_sample, replace_grad
+from .base import Inference, Inputs, Method, per_sample, replace_grad
+from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
 
-def saf_layers(net: SpikingNet, acc_in: torch.Tensor, acc_prev: list, c_t: float,
-               sr_surrogate: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """One SAF step through the hidden layers.
+def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,
+             previous: Sums, sr_surrogate: bool = False) -> tuple[Sums, list[torch.Tensor]]:
+    """One SAF step (t 0-based) through every site: the sums A[t] per (source, leak)
+    and each site's spikes s[t]. ``previous``: A[t-1] (constants; empty before step 0).
+    With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th]."""
+    passes = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
+    sums: Sums = {}
 
-    acc_in: accumulated input A_0[t] [B, ...]; acc_prev: A_l[t-1] per hidden layer
-    (constants; 0.0 before the first step). Returns (A_l[t] per layer, s_l[t] per layer).
-    With ``sr_surrogate`` the spike's derivative is SR's, d s / d U_hat := 1[0 < U_hat / c[t] < V_th].
-    """
-    neuron, lam = net.neuron, net.neuron.lam
-    h, accs, spikes = acc_in, [], []
-    for synapse, a_prev in zip(net.hidden, acc_prev):
-        u_hat = synapse(h, bias_scale=c_t)  # W A_{l-1}[t] + c[t] b
-        spike_t = neuron.fire(u_hat - lam * neuron.v_th * a_prev)
-        h = lam * a_prev + spike_t
-        if sr_surrogate:  # dA[t]/dU_hat = ds[t]/dU_hat := SR's clamp derivative
-            h = replace_grad(h, torch.clamp(u_hat, 0.0, c_t * net.neuron.v_th))
-        accs.append(h)
-        spikes.append(spike_t)
-    return accs, spikes
+    def emit(source: int, value: torch.Tensor) -> None:
+        accumulate(previous, source, value, leaks, sums)
+        publish(sums, source, leaks, passes, None)
+
+    emit(program.input, x_t)
+    spikes = []
+    for site in program.sites:
+        lam, neuron = leaks.site[site.index], site.module
+        u_hat = passes[lam].get(site.input)  # L(A_sources[t]) + c[t] b
+        acc_prev = previous.get((site.index, lam))
+        spike = neuron.fire(u_hat if acc_prev is None else u_hat - lam * neuron.v_th * acc_prev)
+        if sr_surrogate:
+            spike = replace_grad(spike, torch.clamp(u_hat, 0.0, accumulation_weight(lam, t + 1) * neuron.v_th))
+        emit(site.index, spike)
+        spikes.append(spike)
+    return sums, spikes
 
 
 @torch.no_grad()
-def accumulated_trajectory(net: SpikingNet, inputs: Inputs, steps: int
-                           ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs,
+                           steps: int) -> tuple[Sums, list[torch.Tensor]]:
     """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
-    does not grow with T.
-
-    Returns ([A_0, A_1, ..., A_L] at the last step, each [B, ...]; spikes per sample per
-    hidden layer, each [B]). These are the LIF network's spikes, so Spike
-    Representation uses this too.
-    """
-    lam = net.neuron.lam
-    acc_in = torch.zeros_like(inputs.at(0))  # [B, ...]
-    accs: list = [0.0] * len(net.hidden)
-    counts: list = [0.0] * len(net.hidden)
+    does not grow with T: the sums after the last step, and spikes per sample of each
+    site ([B]). These are the LIF network's spikes, so Spike Representation uses this too."""
+    sums: Sums = {}
+    counts: list = [0.0] * len(program.sites)
     for t in range(steps):
-        acc_in = lam * acc_in + inputs.at(t)
-        accs, spikes = saf_layers(net, acc_in, accs, accumulation_weight(lam, t + 1))
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums)
         counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
-    return [acc_in, *accs], counts
+    return sums, counts
 
 
-def weighted_readout(net: SpikingNet, acc_last: torch.Tensor, c_T: float) -> torch.Tensor:
-    """W_out A_L[T] / c[T] + b_out: readout of the weighted firing rate, [B, K]."""
-    return net.readout(acc_last, bias_scale=c_T) / c_T
+def readout_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, bias: Bias) -> Pass:
+    """A pass for the readout: its sources' sums with lambda_out."""
+    readout = Pass(program, ctx, bias)
+    for source in program.sources_of[program.output]:
+        readout.set(source, sums[(source, leaks.readout)])
+    return readout
+
+
+def weighted_readout(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, T: int) -> torch.Tensor:
+    """R[T] / c[T]: the readout of the weighted firing rate, [B, K]."""
+    c_T = accumulation_weight(leaks.readout, T)
+    return readout_pass(program, ctx, leaks, sums, Bias(c_T)).get(program.output) / c_T
+
+
+@dataclass
+class SAFEState:
+    leaks: Leaks
+    sums: Sums = field(default_factory=dict)  # A[t-1] per (source, leak)
+    readout_prev: torch.Tensor | None = None  # R[t-1]
 
 
 class SAFE(OnlineMethod):
@@ -80,28 +102,27 @@ class SAFE(OnlineMethod):
 
     name = "saf-e"
 
-    def forward_step(self, net: SpikingNet, inputs: Inputs, t: int, state: list | None):
-        lam = net.neuron.lam
-        x_t = inputs.at(t)
-        if state is None:  # [A_0, A_1..A_L, R]; zeros are materialised lazily
-            state = [torch.zeros_like(x_t)] + [0.0] * (len(net.hidden) + 1)
-        acc_in = lam * state[0] + x_t
-        accs, spikes = saf_layers(net, acc_in, state[1:-1], accumulation_weight(lam, t + 1))
-        r_t = net.readout(accs[-1] if accs else acc_in, bias_scale=0.0)  # W_out A_L[t]
-        out = r_t - lam * state[-1]
-        if net.readout.op.bias is not None:
-            out = out + net.readout.op.bias
-        new_state = [acc_in] + [a.detach() for a in accs] + [r_t.detach()]
-        return out, new_state, [s.detach() for s in spikes]
+    def start(self, program: Program) -> SAFEState:
+        return SAFEState(Leaks(program, own=True))
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def forward_step(self, program: Program, ctx: CallContext, inputs: Inputs, t: int, state: SAFEState):
+        leaks = state.leaks
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, state.sums)
+        bias = Bias(accumulation_weight(leaks.readout, t + 1), grad=1.0)
+        r_t = readout_pass(program, ctx, leaks, sums, bias).get(program.output)  # R[t]
+        out = r_t if state.readout_prev is None else r_t - leaks.readout * state.readout_prev
+        state.sums = {key: value.detach() for key, value in sums.items()}
+        state.readout_prev = r_t.detach()
+        return out, [s.detach() for s in spikes]
+
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
         return self.online_inference(net, x)
 
 
 class SAFF(Method):
     """SAF-F: loss on the final accumulated output; T no-graph steps, one backward.
 
-    ``surrogate``: "neuron" uses the LIF's surrogate at u[T] - V_th; "sr" uses the
+    ``surrogate``: "neuron" uses each LIF's surrogate at u[T] - V_th; "sr" uses the
     Spike Representation derivative 1[0 < I_avg < V_th] (Theorem 2's setting).
     """
 
@@ -113,23 +134,20 @@ class SAFF(Method):
             raise ValueError(f"SAF-F surrogate must be 'neuron' or 'sr', got {surrogate!r}")
         self.sr_surrogate = surrogate == "sr"
 
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, lam, T = self.inputs(net, x, y), net.neuron.lam, self.T
-        if T > 1:
-            prev, _ = accumulated_trajectory(net, inputs, T - 1)
-        else:
-            prev = [torch.zeros_like(inputs.at(0))] + [0.0] * len(net.hidden)
-        acc_in = lam * prev[0] + inputs.at(T - 1)
-        c_T = accumulation_weight(lam, T)
-        accs, _ = saf_layers(net, acc_in, prev[1:], c_T, self.sr_surrogate)
-        logits = weighted_readout(net, accs[-1] if accs else acc_in, c_T)
+    def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        program, inputs, ctx = self.setup(net, x, y)
+        leaks, T = Leaks(program, own=True), self.T
+        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1)
+        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate)
+        logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)
         loss.backward()
         return loss.detach(), logits.detach()
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
-        inputs = self.inputs(net, x)
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
+        program, inputs, ctx = self.setup(net, x)
+        leaks = Leaks(program, own=True)
         with torch.no_grad():
-            finals, counts = accumulated_trajectory(net, inputs, self.T)
-            logits = weighted_readout(net, finals[-1], accumulation_weight(net.neuron.lam, self.T))
+            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
+            logits = weighted_readout(program, ctx, leaks, sums, self.T)
         return Inference(logits, counts)

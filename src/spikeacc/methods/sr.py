@@ -1,39 +1,52 @@
 """Spike Representation / DSR (Meng et al., CVPR 2022; methods.md "Spike Representation").
 
-The weighted firing rate a_l = A_l[T] / c[T] = sum_t lam^(T-t) s_l[t] / sum_t lam^(T-t)
-approximates clamp(I_avg / V_th, 0, 1) of the weighted-average input current
-I_avg = W_l a_{l-1} + b_l. Forward runs the real LIF network without a graph; backward
-differentiates that clamp mapping instead of the spikes, one ANN-like pass.
+The weighted firing rate a = A[T] / c[T] = sum_t lam^(T-t) s[t] / sum_t lam^(T-t)
+approximates clamp(I_avg / V_th, 0, 1) of the weighted-average input current I_avg (the
+neuron's ops applied to its sources' weighted rates, with the neuron's leak). Forward
+runs the real LIF network without a graph; backward differentiates that clamp mapping
+instead of the spikes, one ANN-like pass.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..models import SpikingNet
+from ..graph import IDENTITY, Pass
 from ..neurons import accumulation_weight
 from .base import Inference, Method, replace_grad
-from .saf import accumulated_trajectory
+from .online import Leaks, publish
+from .saf import accumulated_trajectory, readout_pass
 
 
 class SpikeRepresentation(Method):
     name = "sr"
 
-    def loss_and_grad(self, net: SpikingNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, v_th = self.inputs(net, x, y), net.neuron.v_th
-        finals, _ = accumulated_trajectory(net, inputs, self.T)  # A_l[T], no graph
-        c_T = accumulation_weight(net.neuron.lam, self.T)
-        rate = finals[0] / c_T  # weighted input rate a_0 [B, ...]
-        for synapse, acc in zip(net.hidden, finals[1:]):
-            i_avg = synapse(rate)  # W a_{l-1} + b
-            rate = replace_grad(acc / c_T, torch.clamp(i_avg, 0.0, v_th) / v_th)
-        logits = net.readout(rate)  # [B, K]
+    def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        program, inputs, ctx = self.setup(net, x, y)
+        leaks, T = Leaks(program, own=True), self.T
+        sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T)  # A[T], no graph
+        rates = {key: acc / accumulation_weight(key[1], T) for key, acc in sums.items()}
+        passes = {lam: Pass(program, ctx) for lam in leaks.hidden}  # I_avg = L(rates) + b
+        readout = Pass(program, ctx)
+        publish(rates, program.input, leaks, passes, readout)
+        for site in program.sites:
+            v_th = site.module.v_th
+            i_avg = passes[leaks.site[site.index]].get(site.input)
+            rate_of_current = torch.clamp(i_avg, 0.0, v_th) / v_th
+            for lam in leaks.of_source[site.index]:
+                rates[(site.index, lam)] = replace_grad(rates[(site.index, lam)], rate_of_current)
+            publish(rates, site.index, leaks, passes, readout)
+        logits = readout.get(program.output)  # [B, K]
         loss = F.cross_entropy(logits, y)
         loss.backward()
         return loss.detach(), logits.detach()
 
-    def infer(self, net: SpikingNet, x: torch.Tensor) -> Inference:
+    def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
+        program, inputs, ctx = self.setup(net, x)
+        leaks = Leaks(program, own=True)
         with torch.no_grad():
-            finals, counts = accumulated_trajectory(net, self.inputs(net, x), self.T)
-            rate = finals[-1] / accumulation_weight(net.neuron.lam, self.T)
-            return Inference(net.readout(rate), counts)
+            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
+            rates = {key: acc / accumulation_weight(key[1], self.T) for key, acc in sums.items()}
+            logits = readout_pass(program, ctx, leaks, rates, IDENTITY).get(program.output)
+        return Inference(logits, counts)

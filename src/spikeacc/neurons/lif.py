@@ -4,19 +4,22 @@
 
 Soft reset (subtract V_th), no input decay; equals SpikingJelly's
 ``LIFNode(tau, decay_input=False, v_reset=None)``.
+
+``LIF`` is an ``nn.Module`` that marks where neurons fire in a user's network and holds
+that population's hyperparameters; it has no time state. How time is simulated is the
+training method's business (``spikeacc.methods``), which reads the network's graph and
+runs each LIF node with these dynamics.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from torch import nn
 
 from .surrogate import check_surrogate, spike
 
 
-@dataclass(frozen=True)
-class LIF:
-    """Hyperparameters and one-step dynamics of the LIF neuron.
+class LIF(nn.Module):
+    """A population of LIF neurons: hyperparameters and one-step dynamics.
 
     Args:
         tau: membrane time constant (> 1); the leak is ``lam = 1 - 1/tau``.
@@ -27,18 +30,24 @@ class LIF:
             methods drop all temporal gradients anyway).
     """
 
-    tau: float = 2.0
-    v_th: float = 1.0
-    surrogate: str = "sigmoid"
-    alpha: float = 4.0
-    detach_reset: bool = False
+    def __init__(self, tau: float = 2.0, v_th: float = 1.0, surrogate: str = "sigmoid",
+                 alpha: float = 4.0, detach_reset: bool = False) -> None:
+        super().__init__()
+        if not tau > 1.0:
+            raise ValueError(f"LIF tau must be > 1 (leak 1 - 1/tau in (0, 1)), got {tau}")
+        if not v_th > 0.0:
+            raise ValueError(f"LIF v_th must be > 0, got {v_th}")
+        check_surrogate(surrogate, alpha)
+        self.tau, self.v_th, self.alpha = float(tau), float(v_th), float(alpha)
+        self.surrogate, self.detach_reset = surrogate, bool(detach_reset)
 
-    def __post_init__(self) -> None:
-        if not self.tau > 1.0:
-            raise ValueError(f"LIF tau must be > 1 (leak 1 - 1/tau in (0, 1)), got {self.tau}")
-        if not self.v_th > 0.0:
-            raise ValueError(f"LIF v_th must be > 0, got {self.v_th}")
-        check_surrogate(self.surrogate, self.alpha)
+    def settings(self) -> dict:
+        """The constructor's arguments: ``LIF(**lif.settings())`` is an equal neuron."""
+        return {"tau": self.tau, "v_th": self.v_th, "surrogate": self.surrogate,
+                "alpha": self.alpha, "detach_reset": self.detach_reset}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
 
     @property
     def lam(self) -> float:
@@ -66,6 +75,12 @@ class LIF:
             v_mem, spike_t = self.step(v_mem, spike_t, current_t)
             spikes.append(spike_t)
         return torch.stack(spikes)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(
+            "spikeacc.LIF marks where neurons fire and has no time state; run the network "
+            "through a method (spikeacc.methods.get(name, T).predict(net, x)) or "
+            "spikeacc.methods.spiking_inference(net, x, T)")
 
 
 def accumulation_weight(lam: float, t: int) -> float:

@@ -1,0 +1,260 @@
+"""A network's dataflow as the methods see it: sources, neuron sites, affine ops.
+
+``of(net)`` traces ``net`` once (``trace.py``), sorts its nodes into
+
+* the **input** (the forward's tensor argument),
+* **sites**: one per neuron node (``spikeacc.LIF``), whose value is its spikes,
+* **ops**: nodes of data between them, evaluated by the op table (``ops.py``),
+* **static** nodes that depend only on parameters and constants (e.g. a standardised
+  weight), evaluated once per method call, and **meta** nodes (``x.size(0)``),
+
+and caches the result on the network (re-read when its modules change). A method runs
+the network with its own meaning of a value: it creates a ``Pass``, sets the values of
+the sources (input and sites) and asks for the values it needs (a site's input, the
+output); the pass evaluates the ops in between, with constant terms scaled by the pass's
+``Bias``. Values may hold several time steps merged into the batch dim ([S*B, ...]);
+a pass tracks S per value and broadcasts a one-step value (a static input's product,
+computed once) where it meets an S-step one.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.node import map_aggregate
+
+from .ops import IDENTITY, Bias, CallContext, Op, is_meta, make_op, method_caller
+from .trace import NEURON_TYPES, GraphError, trace
+
+INPUT, SITE, STATIC, META, OP = "input", "site", "static", "meta", "op"
+DATA = (INPUT, SITE, OP)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument that is the value of node ``index``."""
+
+    index: int
+
+
+@dataclass
+class Node:
+    index: int
+    name: str  # the fx node's name
+    kind: str  # INPUT, SITE, STATIC, META or OP
+    args: tuple  # fx arguments with nodes replaced by Ref
+    kwargs: dict
+    call: Callable | None  # evaluates a STATIC or META node from resolved args
+    op: Op | None  # evaluates an OP node
+    owner: str  # qualified name of the innermost module the node belongs to ("" at top level)
+    data_args: tuple[int, ...] = ()  # indices of the data nodes among its arguments
+    label: str = ""  # what it calls: a function's or method's name
+
+    def describe(self) -> str:
+        if self.op is not None and self.op.module is not None:
+            return f"module '{self.owner}' ({type(self.op.module).__name__})"
+        where = f" in module '{self.owner}'" if self.owner else ""
+        return f"op '{self.name}' ({self.label}){where}"
+
+
+@dataclass
+class Site:
+    """A neuron node: ``module`` (e.g. a LIF) fires on the value of node ``input``."""
+
+    index: int  # node index of the neuron (its value: the spikes)
+    name: str  # the neuron module's qualified name
+    module: nn.Module
+    input: int  # node index of its input current
+
+
+class Program:
+    """The traced network (module docstring). ``sources_of[i]``: the source nodes
+    (input, sites) that node i's value depends on through ops."""
+
+    def __init__(self, net: nn.Module) -> None:
+        graph = trace(net)
+        modules = dict(net.named_modules())
+        self.nodes: list[Node] = []
+        self.sites: list[Site] = []
+        index_of: dict[fx.Node, int] = {}
+        for fx_node in graph.nodes:
+            if fx_node.op == "output":
+                self.output = index_of[fx_node.args[0]]
+                continue
+            node = self._node(fx_node, len(self.nodes), index_of, modules, net)
+            index_of[fx_node] = node.index
+            self.nodes.append(node)
+        self.input = next(n.index for n in self.nodes if n.kind == INPUT)
+        self.sources_of = self._sources()
+        if self.nodes[self.output].kind not in DATA:
+            raise GraphError("the network's output does not depend on its input")
+
+    # --- construction ------------------------------------------------------------------------
+
+    def _node(self, fx_node: fx.Node, index: int, index_of: dict, modules: dict, net: nn.Module) -> Node:
+        kinds = [n.kind for n in self.nodes]
+        args = map_aggregate(fx_node.args, lambda a: Ref(index_of[a]) if isinstance(a, fx.Node) else a)
+        kwargs = map_aggregate(fx_node.kwargs, lambda a: Ref(index_of[a]) if isinstance(a, fx.Node) else a)
+        refs: list[int] = []
+        map_aggregate((args, kwargs), lambda a: refs.append(a.index) if isinstance(a, Ref) else None)
+        data_args = tuple(dict.fromkeys(i for i in refs if kinds[i] in DATA))
+        stack = fx_node.meta.get("nn_module_stack") or {}
+        owner = next(reversed(stack.values()))[0] if stack else ""
+        op, target = fx_node.op, fx_node.target
+        label = f"Tensor.{target}" if op == "call_method" else getattr(target, "__name__", str(target))
+        node = Node(index, fx_node.name, STATIC, args, kwargs, None, None, owner, data_args, label)
+        if op == "placeholder":
+            node.kind = INPUT if not fx_node.args else STATIC
+            default = fx_node.args[0] if fx_node.args else None
+            node.call = lambda args, kwargs: default
+        elif op == "get_attr":
+            net_ref = weakref.ref(net)  # read at run time: a replaced parameter is seen
+            node.call = lambda args, kwargs: _fetch(net_ref(), target)
+        elif op == "call_module" and isinstance(modules[target], NEURON_TYPES):
+            if len(data_args) != 1 or len(args) != 1 or kwargs:
+                raise GraphError(f"neuron '{target}' must be called on one tensor of data")
+            node.kind, node.owner = SITE, target
+            self.sites.append(Site(index, target, modules[target], data_args[0]))
+        elif not data_args:
+            node.kind = META if any(kinds[i] == META for i in refs) else STATIC
+            node.call = _caller(op, target, modules)
+        elif is_meta(op, target, fx_node.args):
+            node.kind, node.call = META, _caller(op, target, modules)
+        else:
+            module = modules[target] if op == "call_module" else None
+            name = target if op == "call_module" else owner or fx_node.name
+            if op == "call_module":
+                node.owner = target
+            node.kind = OP
+            node.op = make_op(op, target, args, kwargs, lambda a: _holds_data(a, kinds), module, name, index)
+        return node
+
+    def _sources(self) -> list[frozenset[int]]:
+        sources: list[frozenset[int]] = []
+        for node in self.nodes:
+            if node.kind in (INPUT, SITE):
+                sources.append(frozenset((node.index,)))
+            else:
+                sources.append(frozenset().union(*(sources[i] for i in node.data_args)))
+        return sources
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def check_affine(self, method: str) -> None:
+        """ValueError naming the first op that is not affine (in its current state)."""
+        for node in self.nodes:
+            if node.kind == OP:
+                reason = node.op.not_affine_now()
+                if reason:
+                    raise ValueError(
+                        f"method {method!r} cannot run {node.describe()}: it {reason}. {method} needs "
+                        "every op between neurons to be affine (Linear, Conv, AvgPool, Flatten, add, cat, "
+                        "scaled weight standardisation, BatchNorm in eval mode); bptt and single-spike "
+                        "accept any op")
+
+    def site_of(self, index: int) -> Site:
+        return next(site for site in self.sites if site.index == index)
+
+    def readout_sites(self) -> list[Site]:
+        """The sites the output reads directly (through ops only)."""
+        return [site for site in self.sites if site.index in self.sources_of[self.output]]
+
+
+def _holds_data(arg: Any, kinds: list[str]) -> bool:
+    found = []
+    map_aggregate(arg, lambda a: found.append(True) if isinstance(a, Ref) and kinds[a.index] in DATA else None)
+    return bool(found)
+
+
+def _caller(op: str, target: Any, modules: dict) -> Callable:
+    if op == "call_module":
+        module = modules[target]
+        return lambda args, kwargs: module(*args, **kwargs)
+    fn = method_caller(target) if op == "call_method" else target
+    return lambda args, kwargs: fn(*args, **kwargs)
+
+
+def _fetch(net: nn.Module, target: str) -> Any:
+    value: Any = net
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+# --- passes ---------------------------------------------------------------------------------
+
+class Pass:
+    """One evaluation of the network's ops with given source values (module docstring).
+
+    Static nodes are evaluated once per method call (``ctx.statics``).
+    """
+
+    def __init__(self, program: Program, ctx: CallContext, bias: Bias = IDENTITY) -> None:
+        self.program, self.ctx, self.bias = program, ctx, bias
+        self.values: list[Any] = [None] * len(program.nodes)
+        self.steps: list[int] = [1] * len(program.nodes)
+
+    def set(self, index: int, value: torch.Tensor, steps: int = 1) -> None:
+        """The value of a source (or a replaced node): [steps * B, ...]."""
+        self.values[index], self.steps[index] = value, steps
+
+    def get(self, index: int) -> Any:
+        value = self.values[index]
+        return self.compute(index) if value is None else value
+
+    def compute(self, index: int) -> Any:
+        """Evaluate node ``index`` from its arguments (stored, and returned)."""
+        node = self.program.nodes[index]
+        if node.kind == STATIC:
+            key, statics = (index, torch.is_grad_enabled()), self.ctx.statics
+            if key not in statics:
+                statics[key] = node.call(*self._resolve(node, self.get))
+            return statics[key]
+        if node.kind in (INPUT, SITE):
+            raise RuntimeError(f"spikeacc: the value of source {node.name!r} was not set")
+        if node.kind == META:
+            value = node.call(*self._resolve(node, self.get))
+        else:
+            steps = max((self._steps_of(i) for i in node.data_args), default=1)
+            value = node.op(*self._resolve(node, lambda i: self._at_steps(i, steps)), self.bias, self.ctx)
+            self.steps[index] = steps
+        self.values[index] = value
+        return value
+
+    def _steps_of(self, index: int) -> int:
+        self.get(index)
+        return self.steps[index]
+
+    def _at_steps(self, index: int, steps: int) -> Any:
+        """Node value with ``steps`` time steps: a one-step value of data is repeated."""
+        value = self.get(index)
+        if steps == 1 or self.steps[index] == steps or self.program.nodes[index].kind not in DATA:
+            return value
+        return value.unsqueeze(0).expand(steps, *value.shape).reshape(-1, *value.shape[1:])
+
+    @staticmethod
+    def _resolve(node: Node, get: Callable[[int], Any]) -> tuple[tuple, dict]:
+        resolve = lambda a: get(a.index) if isinstance(a, Ref) else a  # noqa: E731
+        return map_aggregate(node.args, resolve), map_aggregate(node.kwargs, resolve)
+
+
+# --- the per-network cache ------------------------------------------------------------------
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Program]]" = weakref.WeakKeyDictionary()
+
+
+def of(net: nn.Module) -> Program:
+    """The Program of ``net``, traced on first use and cached until a module of the
+    network is added, removed or replaced."""
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"spikeacc methods run an nn.Module, got {type(net).__name__}")
+    fingerprint = tuple((name, id(module)) for name, module in net.named_modules())
+    cached = _CACHE.get(net)
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, Program(net))
+        _CACHE[net] = cached
+    return cached[1]
