@@ -14,4 +14,5 @@ MODULES = [
     "single_spike",
     "asf",
     "accuracy",
+    "regression",
 ]

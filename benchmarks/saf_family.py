@@ -47,6 +47,18 @@ class Workload:
     batch: int
     image: tuple[int, int, int] = IMAGE
     time_steps: tuple[int, ...] = TIME_STEPS
+    sizes: tuple[int, ...] = ()  # hidden widths (mlp) or channels (conv)
+    max_repeats: int | None = None  # the CIFAR networks take seconds per step here
+
+
+def mlp(hidden: tuple[int, ...], batch: int) -> Workload:
+    return Workload("mlp", f"MLP 784-{'-'.join(map(str, hidden))}-10", partial(MLP, 784, list(hidden), N_CLASSES),
+                    batch, sizes=hidden)
+
+
+def conv(channels: tuple[int, ...], batch: int) -> Workload:
+    return Workload("conv", f"ConvNet (1,28,28) channels {channels}", partial(ConvNet, IMAGE, channels, N_CLASSES),
+                    batch, sizes=channels)
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -54,20 +66,16 @@ def workloads(quick: bool) -> list[Workload]:
     (batch 16) and the spiking ResNet (batch 32) on CIFAR-10 shapes at T = 6; tiny with
     ``quick``. Quick batches avoid the T values (see ``model_input``)."""
     if quick:
-        return [Workload("mlp", "MLP 784-16-10", partial(MLP, 784, [16], N_CLASSES), 5),
-                Workload("conv", "ConvNet (1,28,28) channels (2,4)",
-                         partial(ConvNet, IMAGE, (2, 4), N_CLASSES), 3),
+        return [mlp((16,), 5), conv((2, 4), 3),
                 Workload("vgg-sws", "VGG-sWS (3,32,32) widths (2,2,4,4)",
                          partial(VGGsWS, CIFAR, N_CLASSES, widths=(2, 2, 4, 4)), 3, CIFAR, (6,)),
                 Workload("resnet", "SpikingResNet (3,32,32) widths (2,4)",
                          partial(SpikingResNet, CIFAR, N_CLASSES, widths=(2, 4)), 3, CIFAR, (6,))]
-    return [Workload("mlp", "MLP 784-800-10", partial(MLP, 784, [800], N_CLASSES), 128),
-            Workload("conv", "ConvNet (1,28,28) channels (16,32)",
-                     partial(ConvNet, IMAGE, (16, 32), N_CLASSES), 32),
+    return [mlp((800,), 128), conv((16, 32), 32),
             Workload("vgg-sws", "VGG-sWS (OTTT's VGG-11, 3x32x32, widths 64..512)",
-                     partial(VGGsWS, CIFAR, N_CLASSES), 16, CIFAR, (6,)),
+                     partial(VGGsWS, CIFAR, N_CLASSES), 16, CIFAR, (6,), max_repeats=5),
             Workload("resnet", "SpikingResNet (3x32x32, widths 16, 32, 64)",
-                     partial(SpikingResNet, CIFAR, N_CLASSES), 32, CIFAR, (6,))]
+                     partial(SpikingResNet, CIFAR, N_CLASSES), 32, CIFAR, (6,), max_repeats=5)]
 
 
 def random_batch(batch: int, image: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +108,7 @@ def measure_group(workload: Workload, T: int, device: torch.device, repeats: int
         setups[name] = (methods.get(name, T), net, optimizer, x, layout)
     steps = {name: partial(method.step, net, opt, x, labels)
              for name, (method, net, opt, x, _) in setups.items()}
-    seconds = time_round_robin(steps, repeats, warmup, device)
+    seconds = time_round_robin(steps, min(repeats, workload.max_repeats or repeats), warmup, device)
     records = []
     for name, (method, net, optimizer, x, layout) in setups.items():
         macs = count_macs(steps[name])
@@ -188,8 +196,9 @@ def markdown(payload: dict, results: Results) -> str:
     lines = [f"# Benchmark: SAF family ({'quick smoke run' if settings['quick'] else 'full run'})", "",
              f"Machine: {machine_line(payload['machine'])}.", "",
              f"Per step: `method.step` with Adam (lr {LEARNING_RATE}) on one random batch in [0, 1] "
-             f"shaped like Fashion-MNIST (seed {SEED}); {settings['warmup']} warm-up steps, then the "
-             f"median of {settings['repeats']} repeats taken round-robin over the methods. Peak memory: "
+             f"shaped like the workload's data (seed {SEED}); {settings['warmup']} warm-up steps, then the "
+             f"median of {settings['repeats']} repeats (5 for the CIFAR networks) taken round-robin over "
+             "the methods. Peak memory: "
              "extra bytes allocated during one step (or `loss_and_grad` alone), "
              "`spikeacc.profiling.peak_memory`. MACs: forward multiply-accumulates of every synapse "
              "call in one step, `spikeacc.profiling.count_macs`.", "",

@@ -235,3 +235,57 @@ def test_method_options_reach_the_method_and_survive_resume(tmp_path):
 def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
     assert in_process("train", *TINY, "--method-option", option, "--out", str(tmp_path / "o")) == 2
     assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("model, hidden", [("vgg-sws", "2,2,3,3"), ("resnet", "2,3")])
+def test_papers_cifar_network_and_resnet_train_from_the_command_line(model, hidden, tmp_path):
+    out = tmp_path / model
+    assert in_process("train", *TINY[:-2], "--epochs", "1", "--model", model, "--hidden", hidden,
+                      "--method", "saf-e", "--out", str(out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == model and len(metrics["spikes_per_sample"]) == (4 if model == "vgg-sws" else 5)
+
+
+USER_MODEL = '''
+from torch import nn
+from spikeacc import LIF
+
+
+def build(sample_shape, n_classes):
+    features = 1
+    for size in sample_shape:
+        features *= size
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, 12), LIF(tau=3.0), nn.Linear(12, n_classes))
+
+
+def not_a_module(sample_shape, n_classes):
+    return 42
+'''
+
+
+def test_user_model_from_package_module_function(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_nets.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "user"
+    assert in_process("train", *TINY[:-2], "--epochs", "1", "--model", "my_nets:build", "--out", str(out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "my_nets:build" and metrics["n_parameters"] == 64 * 12 + 12 + 12 * 10 + 10
+    for spec, message in (("my_nets:nope", "has no 'nope'"), ("no_such_module:build", "cannot import"),
+                          ("my_nets:not_a_module", "returned int, not an nn.Module")):
+        assert in_process("train", *TINY[:-2], "--model", spec, "--out", str(tmp_path / "bad")) == 2
+        assert message in one_error_line(capsys.readouterr().err)
+    assert in_process("train", *TINY, "--model", "my_nets:build", "--out", str(tmp_path / "bad")) == 2
+    assert "--hidden does not apply" in one_error_line(capsys.readouterr().err)
+
+
+def test_method_that_cannot_run_the_model_exits_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "pooled_nets.py").write_text(
+        "from torch import nn\nfrom spikeacc import LIF\n\n"
+        "def build(sample_shape, n_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), LIF(), nn.MaxPool2d(2), nn.Flatten(),\n"
+        "                         nn.Linear(4 * 4 * 4, n_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [*TINY[:-2], "--epochs", "1", "--model", "pooled_nets:build"]
+    assert in_process("train", *args, "--method", "saf-f", "--out", str(tmp_path / "o")) == 2
+    assert "module '2' (MaxPool2d)" in one_error_line(capsys.readouterr().err)
+    assert in_process("train", *args, "--method", "bptt", "--out", str(tmp_path / "o")) == 0

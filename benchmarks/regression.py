@@ -1,0 +1,115 @@
+"""Step time of the current code against a baseline commit, measured in one process.
+
+The baseline's ``src/spikeacc`` is extracted with ``git archive`` into a temporary
+directory and imported as the package ``spikeacc_baseline`` (spikeacc imports itself
+only relatively), so both versions run side by side on the same machine, interleaved
+round-robin. Workloads are saf_family's MLP 784-800-10 (batch 128) and ConvNet (16, 32)
+(batch 32) on the same random Fashion-MNIST-shaped batch, with the same initial weights
+(copied parameter by parameter); every method's ``step`` with Adam at every T.
+Target (issue 8): new / old median step time <= 1.10 everywhere.
+
+    python -m benchmarks regression [--baseline REV] [--quick] [--repeats N] [--out DIR]
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from spikeacc import methods
+
+from .common import Target, base_parser, machine, machine_line, markdown_table, median, setup, \
+    time_round_robin, write_results
+from .saf_family import (IMAGE, LEARNING_RATE, METHODS, N_CLASSES, SEED, TIME_STEPS, model_input,
+                         random_batch, workloads)
+
+NAME = "regression"
+BASELINE = "f0709f1"  # the last commit before networks became ordinary modules (issue 8)
+LIMIT = 1.10
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_baseline(revision: str, into: Path):
+    """Import src/spikeacc at ``revision`` as the package ``spikeacc_baseline``."""
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "src/spikeacc"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise SystemExit(f"error: cannot extract src/spikeacc at {revision!r} with git archive ({err})")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    (into / "src" / "spikeacc").rename(into / "spikeacc_baseline")
+    sys.path.insert(0, str(into))
+    return importlib.import_module("spikeacc_baseline")
+
+
+def paired_steps(baseline, workload, T: int, device: torch.device) -> dict:
+    """{(method, version): step callable} for the old and the new code, same weights."""
+    images, labels = random_batch(workload.batch, workload.image, device)
+    old_build = {"mlp": partial(baseline.MLP, 784, list(workload.sizes), N_CLASSES),
+                 "conv": partial(baseline.ConvNet, IMAGE, workload.sizes, N_CLASSES)}[workload.model]
+    steps = {}
+    for name in METHODS:
+        torch.manual_seed(SEED)
+        new_net = workload.build().to(device)
+        old_net = old_build().to(device)
+        with torch.no_grad():
+            for old, new in zip(old_net.parameters(), new_net.parameters(), strict=True):
+                old.copy_(new)
+        x, _ = model_input(images, T, new_net)
+        for version, net, module in (("old", old_net, baseline.methods), ("new", new_net, methods)):
+            optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+            steps[(name, version)] = partial(module.get(name, T).step, net, optimizer, x, labels)
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(NAME, __doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
+    args = parser.parse_args(argv)
+    device = setup(args)
+    repeats = args.repeats or (1 if args.quick else 15)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+    rows, targets = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = load_baseline(args.baseline, Path(tmp))
+        for workload in [w for w in workloads(args.quick) if w.model in ("mlp", "conv")]:
+            for T in TIME_STEPS:
+                steps = paired_steps(baseline, workload, T, device)
+                seconds = time_round_robin(steps, repeats, warmup, device)
+                for name in METHODS:
+                    old, new = median(seconds[(name, "old")]), median(seconds[(name, "new")])
+                    rows.append({"model": workload.model, "T": T, "method": name, "old_s": old, "new_s": new,
+                                 "ratio": new / old})
+                    targets.append(Target(f"step time new/old {workload.model} T={T} {name}", f"<= {LIMIT}",
+                                          new / old, new / old <= LIMIT))
+                print(f"[{NAME}] {workload.model} T={T}: " + ", ".join(
+                    f"{r['method']} {r['ratio']:.2f}" for r in rows[-len(METHODS):]), flush=True)
+    payload = {"benchmark": NAME, "machine": machine(device), "baseline": args.baseline,
+               "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup, "seed": SEED},
+               "results": rows, "targets": targets}
+    table = markdown_table(["model", "T", "method", "old (ms)", "new (ms)", "new / old"],
+                           [[r["model"], r["T"], r["method"], f"{r['old_s'] * 1e3:.1f}", f"{r['new_s'] * 1e3:.1f}",
+                             f"{r['ratio']:.3f}"] for r in rows])
+    worst = max(rows, key=lambda r: r["ratio"])
+    text = "\n".join([
+        f"# Benchmark: step time against {args.baseline} ({'quick smoke run' if args.quick else 'full run'})", "",
+        f"Machine: {machine_line(payload['machine'])}.", "",
+        f"Old: `src/spikeacc` at {args.baseline} imported as `spikeacc_baseline`; new: this checkout. Same "
+        f"weights and batch; `method.step` with Adam; {warmup} warm-up steps, then the median of {repeats} "
+        "rounds that call old and new of every method in turn.", "",
+        f"Worst: {worst['model']} T={worst['T']} {worst['method']}: {worst['ratio']:.3f}; "
+        f"{sum(t.passed for t in targets)} of {len(targets)} within {LIMIT}.", "", table])
+    json_path, md_path = write_results(args.out, NAME, payload, text)
+    print(f"[{NAME}] {machine_line(payload['machine'])}")
+    print(f"[{NAME}] worst new/old: {worst['ratio']:.3f} ({worst['model']} T={worst['T']} {worst['method']}); "
+          f"{sum(t.passed for t in targets)}/{len(targets)} within {LIMIT}")
+    print(f"[{NAME}] wrote {json_path} and {md_path}")
+    return 0
