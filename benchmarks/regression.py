@@ -5,8 +5,9 @@ directory and imported as the package ``spikeacc_baseline`` (spikeacc imports it
 only relatively), so both versions run side by side on the same machine, interleaved
 round-robin. Workloads are saf_family's MLP 784-800-10 (batch 128) and ConvNet (16, 32)
 (batch 32) on the same random Fashion-MNIST-shaped batch, with the same initial weights
-(copied parameter by parameter); every method's ``step`` with Adam at every T.
-Target (issue 8): new / old median step time <= 1.10 everywhere.
+(copied parameter by parameter); every method's ``step`` with Adam at every T, and the
+peak memory of one ``loss_and_grad``. Targets (issue 8): new / old median step time
+<= 1.10 everywhere; peak memory new / old <= 1.10 too.
 
     python -m benchmarks regression [--baseline REV] [--quick] [--repeats N] [--out DIR]
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from spikeacc import methods
+from spikeacc.profiling import peak_memory
 
 from .common import Target, base_parser, machine, machine_line, markdown_table, median, setup, \
     time_round_robin, write_results
@@ -50,12 +52,13 @@ def load_baseline(revision: str, into: Path):
     return importlib.import_module("spikeacc_baseline")
 
 
-def paired_steps(baseline, workload, T: int, device: torch.device) -> dict:
-    """{(method, version): step callable} for the old and the new code, same weights."""
+def paired_steps(baseline, workload, T: int, device: torch.device) -> tuple[dict, dict]:
+    """{(method, version): step callable} and {(method, version): loss_and_grad callable}
+    for the old and the new code, same weights."""
     images, labels = random_batch(workload.batch, workload.image, device)
     old_build = {"mlp": partial(baseline.MLP, 784, list(workload.sizes), N_CLASSES),
                  "conv": partial(baseline.ConvNet, IMAGE, workload.sizes, N_CLASSES)}[workload.model]
-    steps = {}
+    steps, grads = {}, {}
     for name in METHODS:
         torch.manual_seed(SEED)
         new_net = workload.build().to(device)
@@ -66,8 +69,10 @@ def paired_steps(baseline, workload, T: int, device: torch.device) -> dict:
         x, _ = model_input(images, T, new_net)
         for version, net, module in (("old", old_net, baseline.methods), ("new", new_net, methods)):
             optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-            steps[(name, version)] = partial(module.get(name, T).step, net, optimizer, x, labels)
-    return steps
+            method = module.get(name, T)
+            steps[(name, version)] = partial(method.step, net, optimizer, x, labels)
+            grads[(name, version)] = partial(method.loss_and_grad, net, x, labels)
+    return steps, grads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,34 +87,47 @@ def main(argv: list[str] | None = None) -> int:
         baseline = load_baseline(args.baseline, Path(tmp))
         for workload in [w for w in workloads(args.quick) if w.model in ("mlp", "conv")]:
             for T in TIME_STEPS:
-                steps = paired_steps(baseline, workload, T, device)
+                steps, grads = paired_steps(baseline, workload, T, device)
                 seconds = time_round_robin(steps, repeats, warmup, device)
+                peaks = {key: peak_memory(fn, device) for key, fn in grads.items()}  # .grad exists: steady state
                 for name in METHODS:
                     old, new = median(seconds[(name, "old")]), median(seconds[(name, "new")])
+                    memory = peaks[(name, "new")] / peaks[(name, "old")]
                     rows.append({"model": workload.model, "T": T, "method": name, "old_s": old, "new_s": new,
-                                 "ratio": new / old})
+                                 "ratio": new / old, "old_peak_bytes": peaks[(name, "old")],
+                                 "new_peak_bytes": peaks[(name, "new")], "memory_ratio": memory})
                     targets.append(Target(f"step time new/old {workload.model} T={T} {name}", f"<= {LIMIT}",
                                           new / old, new / old <= LIMIT))
+                    targets.append(Target(f"peak memory new/old {workload.model} T={T} {name}", f"<= {LIMIT}",
+                                          memory, memory <= LIMIT))
                 print(f"[{NAME}] {workload.model} T={T}: " + ", ".join(
                     f"{r['method']} {r['ratio']:.2f}" for r in rows[-len(METHODS):]), flush=True)
     payload = {"benchmark": NAME, "machine": machine(device), "baseline": args.baseline,
                "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup, "seed": SEED},
                "results": rows, "targets": targets}
-    table = markdown_table(["model", "T", "method", "old (ms)", "new (ms)", "new / old"],
-                           [[r["model"], r["T"], r["method"], f"{r['old_s'] * 1e3:.1f}", f"{r['new_s'] * 1e3:.1f}",
-                             f"{r['ratio']:.3f}"] for r in rows])
+    table = markdown_table(
+        ["model", "T", "method", "old (ms)", "new (ms)", "new / old", "old peak (MiB)", "new peak (MiB)", "new / old"],
+        [[r["model"], r["T"], r["method"], f"{r['old_s'] * 1e3:.1f}", f"{r['new_s'] * 1e3:.1f}", f"{r['ratio']:.3f}",
+          f"{r['old_peak_bytes'] / 2 ** 20:.2f}", f"{r['new_peak_bytes'] / 2 ** 20:.2f}", f"{r['memory_ratio']:.3f}"]
+         for r in rows])
     worst = max(rows, key=lambda r: r["ratio"])
+    worst_memory = max(rows, key=lambda r: r["memory_ratio"])
     text = "\n".join([
-        f"# Benchmark: step time against {args.baseline} ({'quick smoke run' if args.quick else 'full run'})", "",
+        f"# Benchmark: step time and peak memory against {args.baseline} ({'quick smoke run' if args.quick else 'full run'})", "",
         f"Machine: {machine_line(payload['machine'])}.", "",
         f"Old: `src/spikeacc` at {args.baseline} imported as `spikeacc_baseline`; new: this checkout. Same "
         f"weights and batch; `method.step` with Adam; {warmup} warm-up steps, then the median of {repeats} "
-        "rounds that call old and new of every method in turn.", "",
-        f"Worst: {worst['model']} T={worst['T']} {worst['method']}: {worst['ratio']:.3f}; "
-        f"{sum(t.passed for t in targets)} of {len(targets)} within {LIMIT}.", "", table])
+        "rounds that call old and new of every method in turn. Peak memory: extra bytes allocated "
+        "during one `loss_and_grad` (`spikeacc.profiling.peak_memory`).", "",
+        f"Worst step time: {worst['model']} T={worst['T']} {worst['method']}: {worst['ratio']:.3f}; worst peak "
+        f"memory: {worst_memory['model']} T={worst_memory['T']} {worst_memory['method']}: "
+        f"{worst_memory['memory_ratio']:.3f}; {sum(t.passed for t in targets)} of {len(targets)} within {LIMIT}.",
+        "", table])
     json_path, md_path = write_results(args.out, NAME, payload, text)
     print(f"[{NAME}] {machine_line(payload['machine'])}")
-    print(f"[{NAME}] worst new/old: {worst['ratio']:.3f} ({worst['model']} T={worst['T']} {worst['method']}); "
-          f"{sum(t.passed for t in targets)}/{len(targets)} within {LIMIT}")
+    print(f"[{NAME}] worst new/old: step time {worst['ratio']:.3f} ({worst['model']} T={worst['T']} "
+          f"{worst['method']}), peak memory {worst_memory['memory_ratio']:.3f} ({worst_memory['model']} "
+          f"T={worst_memory['T']} {worst_memory['method']}); {sum(t.passed for t in targets)}/{len(targets)} "
+          f"within {LIMIT}")
     print(f"[{NAME}] wrote {json_path} and {md_path}")
     return 0

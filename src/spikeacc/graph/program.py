@@ -53,6 +53,7 @@ class Node:
     owner: str  # qualified name of the innermost module the node belongs to ("" at top level)
     data_args: tuple[int, ...] = ()  # indices of the data nodes among its arguments
     label: str = ""  # what it calls: a function's or method's name
+    refs: tuple[int, ...] = ()  # indices of every node among its arguments
 
     def describe(self) -> str:
         if self.op is not None and self.op.module is not None:
@@ -90,6 +91,11 @@ class Program:
             self.nodes.append(node)
         self.input = next(n.index for n in self.nodes if n.kind == INPUT)
         self.sources_of = self._sources()
+        self.users = [0] * len(self.nodes)  # consumers of each node's value: nodes, and the caller of the output
+        for node in self.nodes:
+            for i in node.refs:
+                self.users[i] += 1
+        self.users[self.output] += 1
         if self.nodes[self.output].kind not in DATA:
             raise GraphError("the network's output does not depend on its input")
 
@@ -106,7 +112,8 @@ class Program:
         owner = next(reversed(stack.values()))[0] if stack else ""
         op, target = fx_node.op, fx_node.target
         label = f"Tensor.{target}" if op == "call_method" else getattr(target, "__name__", str(target))
-        node = Node(index, fx_node.name, STATIC, args, kwargs, None, None, owner, data_args, label)
+        node = Node(index, fx_node.name, STATIC, args, kwargs, None, None, owner, data_args, label,
+                    tuple(dict.fromkeys(refs)))
         if op == "placeholder":
             node.kind = INPUT if not fx_node.args else STATIC
             default = fx_node.args[0] if fx_node.args else None
@@ -190,13 +197,28 @@ def _fetch(net: nn.Module, target: str) -> Any:
 class Pass:
     """One evaluation of the network's ops with given source values (module docstring).
 
-    Static nodes are evaluated once per method call (``ctx.statics``).
+    Static nodes are evaluated once per method call (``ctx.statics``). The value of an
+    op or a site is dropped once every consumer has read it (its args as they are
+    computed; a site's input and the output when the caller ``take``s them), so a pass
+    holds no more intermediate values than a plain forward would.
     """
 
     def __init__(self, program: Program, ctx: CallContext, bias: Bias = IDENTITY) -> None:
         self.program, self.ctx, self.bias = program, ctx, bias
         self.values: list[Any] = [None] * len(program.nodes)
         self.steps: list[int] = [1] * len(program.nodes)
+        self.unread = list(program.users)
+
+    def take(self, index: int) -> Any:
+        """``get`` for the caller's own use of a value (a site's input, the output)."""
+        value = self.get(index)
+        self._read(index)
+        return value
+
+    def _read(self, index: int) -> None:
+        self.unread[index] -= 1
+        if self.unread[index] <= 0 and self.program.nodes[index].kind in (OP, META, SITE):
+            self.values[index] = None
 
     def set(self, index: int, value: torch.Tensor, steps: int = 1) -> None:
         """The value of a source (or a replaced node): [steps * B, ...]."""
@@ -222,6 +244,8 @@ class Pass:
             steps = max((self._steps_of(i) for i in node.data_args), default=1)
             value = node.op(*self._resolve(node, lambda i: self._at_steps(i, steps)), self.bias, self.ctx)
             self.steps[index] = steps
+        for i in node.refs:
+            self._read(i)
         self.values[index] = value
         return value
 

@@ -164,6 +164,7 @@ def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron:
 
     def run(if_neuron: IF, index: int, current: torch.Tensor) -> torch.Tensor:
         spikes, v_mems[index] = if_neuron.run(current, v_mems.get(index))  # [S, B, ...]
+        counts[index] = counts[index] + spikes.sum(0) if index in counts else spikes.sum(0)
         return spikes
 
     pools = {stage.index: (lambda current, i=stage.index: run(pool_neuron, i, current))
@@ -173,10 +174,8 @@ def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron:
         steps = min(chunk, T - start)
         x, x_steps = inputs.window(start, steps, static_once=True)
         o_in = o_in + (steps * x if x_steps == 1 else steps_first(x, steps).sum(0))
-        spikes, _ = run_window(program, ctx, x, x_steps, steps,
-                               lambda site, current: run(neuron, site.index, current), pools, output=False)
-        for index, s in spikes.items():
-            counts[index] = counts[index] + s.sum(0) if index in counts else s.sum(0)
+        run_window(program, ctx, x, x_steps, steps, lambda site, current: run(neuron, site.index, current),
+                   pools, output=False, keep=False)
     return Flow(o_in, counts)
 
 
@@ -245,11 +244,11 @@ class ASF(Method):
         for values in (hidden, readout):
             values.set(program.input, flow.o_in)  # O_0 [B, ...]
         for stage in self._stages(program):
-            x_acc = hidden.get(stage.site.input) if stage.site else hidden.compute(stage.index)  # X_l
+            x_acc = hidden.take(stage.site.input) if stage.site else hidden.compute(stage.index)  # X_l
             o_est = _estimated(self.gains[stage.name], x_acc, flow.counts[stage.index], update_k)
             hidden.set(stage.index, o_est)
             readout.set(stage.index, o_est)
-        return readout.get(program.output) / scale
+        return readout.take(program.output) / scale
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
@@ -279,7 +278,7 @@ class ASF(Method):
         for stage in self._stages(program):
             readout.set(stage.index, flow.counts[stage.index])
         counts = [per_sample(flow.counts[site.index]) for site in program.sites]
-        return Inference(readout.get(program.output) / scale, counts)
+        return Inference(readout.take(program.output) / scale, counts)
 
 
 def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool) -> torch.Tensor:

@@ -152,15 +152,16 @@ Fire = Callable[[Site, torch.Tensor], torch.Tensor]
 
 def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int, steps: int,
                fire: Fire, replace: dict[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-               output: bool = True) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+               output: bool = True, keep: bool = True) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
     """The network over ``steps`` time steps at once, every op applied to all steps as one
     batch. x: [x_steps * B, ...] (x_steps 1: the same input every step).
 
     ``fire(site, current [S, B, ...]) -> spikes [S, B, ...]`` runs each neuron site;
     ``replace`` maps other node indices (e.g. ASF-BP's pooling) to a function of the
     node's own value [S, B, ...] that replaces it. Returns ({node index: its new value
-    [S, B, ...]}, output [S, B, ...], or None without ``output``). A value computed for
-    one step (static input) is broadcast to S steps where needed (no copy at a neuron).
+    [S, B, ...]} (empty without ``keep``: each value is dropped once read), output
+    [S, B, ...] or None without ``output``). A value computed for one step (static
+    input) is broadcast to S steps where needed (no copy at a neuron).
     """
     values = Pass(program, ctx)
     values.set(program.input, x, x_steps)
@@ -168,17 +169,18 @@ def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int
     outputs = {}
     for index in sorted({*stages, *(replace or {})}):
         site = stages.get(index)
-        current = values.get(site.input) if site else values.compute(index)
+        current = values.take(site.input) if site else values.compute(index)
         current_steps = values.steps[site.input] if site else values.steps[index]
         current = steps_first(current, current_steps)
         if current_steps != steps:  # one step, the same at every step
             current = current.expand(steps, *current.shape[1:])
         out = fire(site, current) if site else replace[index](current)  # [S, B, ...]
         values.set(index, out.reshape(-1, *out.shape[2:]), steps)
-        outputs[index] = out
+        if keep:
+            outputs[index] = out
     if not output:
         return outputs, None
-    out = values.get(program.output)
+    out = values.take(program.output)
     out = steps_first(out, values.steps[program.output])
     return outputs, out.expand(steps, *out.shape[1:])
 

@@ -61,7 +61,7 @@ class OTTT(OnlineMethod):
         emit(program.input, inputs.at(t))
         spikes = []
         for site in program.sites:
-            current = replace_grad(value.get(site.input), traces[leaks.site[site.index]].get(site.input))
+            current = replace_grad(value.take(site.input), traces[leaks.site[site.index]].take(site.input))
             v_prev = state.v_mem.get(site.index)
             if v_prev is None:
                 v_prev = torch.zeros_like(current)
@@ -70,7 +70,7 @@ class OTTT(OnlineMethod):
             state.v_mem[site.index], state.spike[site.index] = v_mem.detach(), spike.detach()
             emit(site.index, spike)
             spikes.append(spike.detach())
-        out = replace_grad(value.get(program.output), readout.get(program.output))  # [B, K]
+        out = replace_grad(value.take(program.output), readout.take(program.output))  # [B, K]
         state.traces = {key: trace.detach() for key, trace in new_traces.items()}
         return out, spikes
 

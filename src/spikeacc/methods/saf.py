@@ -52,7 +52,7 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
     spikes = []
     for site in program.sites:
         lam, neuron = leaks.site[site.index], site.module
-        u_hat = passes[lam].get(site.input)  # L(A_sources[t]) + c[t] b
+        u_hat = passes[lam].take(site.input)  # L(A_sources[t]) + c[t] b
         acc_prev = previous.get((site.index, lam))
         spike = neuron.fire(u_hat if acc_prev is None else u_hat - lam * neuron.v_th * acc_prev)
         if sr_surrogate:
@@ -87,7 +87,7 @@ def readout_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, b
 def weighted_readout(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, T: int) -> torch.Tensor:
     """R[T] / c[T]: the readout of the weighted firing rate, [B, K]."""
     c_T = accumulation_weight(leaks.readout, T)
-    return readout_pass(program, ctx, leaks, sums, Bias(c_T)).get(program.output) / c_T
+    return readout_pass(program, ctx, leaks, sums, Bias(c_T)).take(program.output) / c_T
 
 
 @dataclass
@@ -109,7 +109,7 @@ class SAFE(OnlineMethod):
         leaks = state.leaks
         sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, state.sums)
         bias = Bias(accumulation_weight(leaks.readout, t + 1), grad=1.0)
-        r_t = readout_pass(program, ctx, leaks, sums, bias).get(program.output)  # R[t]
+        r_t = readout_pass(program, ctx, leaks, sums, bias).take(program.output)  # R[t]
         out = r_t if state.readout_prev is None else r_t - leaks.readout * state.readout_prev
         state.sums = {key: value.detach() for key, value in sums.items()}
         state.readout_prev = r_t.detach()

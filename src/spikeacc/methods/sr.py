@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph import IDENTITY, Pass
+from ..graph import IDENTITY, CallContext, Pass, Program
 from ..neurons import accumulation_weight
 from .base import Inference, Method, replace_grad
-from .online import Leaks, publish
+from .online import Leaks, Sums, publish
 from .saf import accumulated_trajectory, readout_pass
 
 
@@ -26,18 +26,7 @@ class SpikeRepresentation(Method):
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
         sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T)  # A[T], no graph
-        rates = {key: acc / accumulation_weight(key[1], T) for key, acc in sums.items()}
-        passes = {lam: Pass(program, ctx) for lam in leaks.hidden}  # I_avg = L(rates) + b
-        readout = Pass(program, ctx)
-        publish(rates, program.input, leaks, passes, readout)
-        for site in program.sites:
-            v_th = site.module.v_th
-            i_avg = passes[leaks.site[site.index]].get(site.input)
-            rate_of_current = torch.clamp(i_avg, 0.0, v_th) / v_th
-            for lam in leaks.of_source[site.index]:
-                rates[(site.index, lam)] = replace_grad(rates[(site.index, lam)], rate_of_current)
-            publish(rates, site.index, leaks, passes, readout)
-        logits = readout.get(program.output)  # [B, K]
+        logits = representation_pass(program, ctx, leaks, sums, T)  # [B, K]
         loss = F.cross_entropy(logits, y)
         loss.backward()
         return loss.detach(), logits.detach()
@@ -48,5 +37,28 @@ class SpikeRepresentation(Method):
         with torch.no_grad():
             sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
             rates = {key: acc / accumulation_weight(key[1], self.T) for key, acc in sums.items()}
-            logits = readout_pass(program, ctx, leaks, rates, IDENTITY).get(program.output)
+            logits = readout_pass(program, ctx, leaks, rates, IDENTITY).take(program.output)
         return Inference(logits, counts)
+
+
+def representation_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, T: int) -> torch.Tensor:
+    """Logits [B, K] of the ANN-like pass on weighted rates, whose backward is SR's."""
+    passes = {lam: Pass(program, ctx) for lam in leaks.hidden}  # I_avg = L(rates) + b
+    readout = Pass(program, ctx)
+    publish(rates_of(sums, program.input, leaks, T), program.input, leaks, passes, readout)
+    for site in program.sites:
+        v_th = site.module.v_th
+        i_avg = passes[leaks.site[site.index]].take(site.input)
+        slope = torch.clamp(i_avg, 0.0, v_th) / v_th  # the rate as a function of the current
+        publish(rates_of(sums, site.index, leaks, T, slope), site.index, leaks, passes, readout)
+    return readout.take(program.output)
+
+
+def rates_of(sums: Sums, source: int, leaks: Leaks, T: int, slope: torch.Tensor | None = None) -> Sums:
+    """The weighted rates A[T] / c[T] of one source, per leak; with ``slope``, their
+    gradient is taken through ``slope`` instead."""
+    rates = {}
+    for lam in leaks.of_source[source]:
+        rate = sums[(source, lam)] / accumulation_weight(lam, T)
+        rates[(source, lam)] = rate if slope is None else replace_grad(rate, slope)
+    return rates
