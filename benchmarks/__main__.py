@@ -1,4 +1,8 @@
-"""Run the named benchmarks (all of MODULES without names); options go to each one."""
+"""Run the named benchmarks (all of MODULES without names); options go to each one.
+
+Results go to a new runs/bench-<UTC time>/ unless --out names a directory; --update-results
+writes the committed benchmarks/results/ that the README quotes.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +14,23 @@ from . import MODULES
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__,
-        epilog="Other options (--quick, --device, --out, ...) are passed to every benchmark.")
+        prog="python -m benchmarks", description=__doc__, add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Other options (--quick, --device, --out, ...) are passed to every benchmark; "
+               "each one's options follow with --help.")
     parser.add_argument("names", nargs="*", metavar="name", help=f"any of: {', '.join(MODULES)}")
+    parser.add_argument("-h", "--help", action="store_true", help="this help and every named benchmark's options")
     args, rest = parser.parse_known_args(argv)
     unknown = [name for name in args.names if name not in MODULES]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(MODULES)}")
-    status = 0
-    for name in args.names or MODULES:
-        module = importlib.import_module(f"{__package__}.{name}")
-        status = max(status, module.main(rest))
-    return status
+    chosen = [importlib.import_module(f"{__package__}.{name}") for name in args.names or MODULES]
+    if args.help:
+        print(parser.format_help())
+        for module in chosen:
+            print(module.build_parser().format_help())
+        return 0
+    return max(module.main(rest) for module in chosen)
 
 
 if __name__ == "__main__":

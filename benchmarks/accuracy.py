@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from spikeacc.data import DatasetError
 from spikeacc.report import plot_comparison
 from spikeacc.trainer import TrainConfig, train
 
@@ -86,22 +87,33 @@ def markdown(group: str, rows: list[dict], checks: list[common.Target], machine:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = common.base_parser("accuracy", __doc__.splitlines()[0])
     parser.add_argument("--group", choices=sorted(GROUPS), action="append",
                         help="run only this group (repeatable); default all")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = common.setup(args)
     machine = common.machine(device)
+    out = common.output_dir(args)
+    status = 0
     for group in args.group or list(GROUPS):
-        rows = run_group(group, args.out, args.quick)
+        try:
+            rows = run_group(group, out, args.quick)
+        except DatasetError as err:
+            print(f"accuracy: group {group} skipped: {err}")
+            status = 1
+            continue
         checks = targets(group, rows)
         name = f"accuracy_{group}" + ("_quick" if args.quick else "")
         payload = {"group": group, "machine": machine, "rows": rows, "targets": checks}
-        common.write_results(args.out, name, payload, markdown(group, rows, checks, machine))
-        plot_comparison({r["method"]: r["test_acc"] for r in rows}, args.out / f"{name}.png",
+        common.write_results(out, name, payload, markdown(group, rows, checks, machine))
+        plot_comparison({r["method"]: r["test_acc"] for r in rows}, out / f"{name}.png",
                         f"{rows[0]['dataset']}, {rows[0]['model']} {rows[0]['hidden']}, T={rows[0]['T']}")
         for check in checks:
             print(check.line())
         print(json.dumps({r["method"]: round(100 * r["final_test_acc"], 2) for r in rows}))
-    return 0
+    return status

@@ -10,33 +10,28 @@ All configurations are timed round-robin in one process; medians are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from spikeacc.methods.asf import ASF
 from spikeacc.models import build
 
+from spikeacc.cli import int_at_least
+
 from . import common
 
 NAME = "asf"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 4, T in (2, 10), one repeat (smoke test)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7, quick 1)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default 32, quick 4)")
-    parser.add_argument("--chunk", type=int, default=10, help="forward time steps per batched window")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for asf.json/.md")
-    return parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.base_parser(NAME, __doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int_at_least(1), default=None, help="batch size (default 32, quick 4)")
+    parser.add_argument("--chunk", type=int_at_least(1), default=10, help="forward time steps per batched window")
+    return parser
 
 
 class Setup:
@@ -52,16 +47,17 @@ class Setup:
         """One training step's phases in seconds, plus the bytes saved for backward."""
         self.net.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        flow = self.method.forward_flow(self.net, self.x, self.y)
+        program, inputs, ctx = self.method.setup(self.net, self.x, self.y)
+        flow = self.method.forward_flow(program, ctx, inputs)
         mid = time.perf_counter()
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
                                                       lambda t: t):
-            logits = self.method.equivalent_network(self.net, flow, update_k=True)
+            logits = self.method.equivalent_network(program, ctx, flow, update_k=True)
             loss = (logits - torch.nn.functional.one_hot(self.y, 10).to(logits.dtype)).pow(2).sum(1).mean()
         loss.backward()
         end = time.perf_counter()
-        spikes = float(sum(c.sum() for c in flow.counts)) / len(self.y)
+        spikes = float(sum(flow.counts[site.index].sum() for site in program.sites)) / len(self.y)
         return {"forward_s": mid - start, "backward_s": end - mid, "step_s": end - start,
                 "saved_bytes": float(sum(saved)), "spikes_per_sample": spikes}
 
@@ -129,17 +125,18 @@ def report(results: dict[int, dict[str, float]], settings: dict) -> tuple[dict, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    args = build_parser().parse_args(argv)
+    common.setup(args)
     batch = args.batch or (4 if args.quick else 32)
     repeats = args.repeats or (1 if args.quick else 7)
+    warmup = 1 if args.warmup is None else args.warmup
     Ts = [2, 10] if args.quick else [10, 25, 50, 100]
     settings = {"model": "lenet5", "input": "28x28 uniform [0, 1], direct (static)", "batch": batch,
-                "Ts": Ts, "repeats": repeats, "warmup": args.warmup, "chunk": args.chunk, "v_th": 1.0}
-    payload, markdown = report(measure(Ts, batch, args.chunk, repeats, args.warmup), settings)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{NAME}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / f"{NAME}.md").write_text(markdown + "\n")
+                "Ts": Ts, "repeats": repeats, "warmup": warmup, "chunk": args.chunk, "v_th": 1.0}
+    payload, markdown = report(measure(Ts, batch, args.chunk, repeats, warmup), settings)
+    json_path, md_path = common.write_results(common.output_dir(args), NAME, payload, markdown)
     print(markdown)
+    print(f"wrote {json_path} and {md_path}")
     return 0 if all(t["passed"] for t in payload["targets"]) else 1
 
 

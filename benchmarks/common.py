@@ -1,5 +1,10 @@
-"""What every benchmark shares: the machine description, round-robin timing, targets
-checked as PASS/MISS, and writing results/<name>.json and .md."""
+"""What every benchmark shares: the options, the machine description, round-robin timing,
+targets checked as PASS/MISS, and writing <name>.json and .md.
+
+Results go to a new run directory (``runs/bench-<UTC time>/``, one per process, so one
+command's benchmarks share it) unless ``--out`` names one; ``--update-results`` writes the
+committed ``benchmarks/results/`` that the README quotes.
+"""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +30,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """Options every benchmark takes: --quick, --device, --repeats, --warmup, --out."""
+    """Options every benchmark takes: --quick, --device, --repeats, --warmup, --threads,
+    --out / --update-results."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -34,8 +40,26 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int_at_least(0), default=None, help="untimed steps first")
     parser.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the results")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=None,
+                       help="directory for the results (default: a new runs/bench-<UTC time>/)")
+    where.add_argument("--update-results", action="store_true",
+                       help=f"write the committed results in {RESULTS_DIR.relative_to(RESULTS_DIR.parents[1])}/")
     return parser
+
+
+_RUN_DIR: list[Path] = []
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """Where this benchmark writes (module docstring)."""
+    if args.update_results:
+        return RESULTS_DIR
+    if args.out is not None:
+        return args.out
+    if not _RUN_DIR:
+        _RUN_DIR.append(Path("runs") / f"bench-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}")
+    return _RUN_DIR[0]
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -144,7 +168,7 @@ def write_results(out_dir: Path, name: str, payload: dict, markdown: str) -> tup
     """Write <out_dir>/<name>.json (``payload``, targets as dicts) and <name>.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    payload = {**payload, "targets": [asdict(t) for t in payload.get("targets", [])]}
+    payload = {**payload, "targets": [asdict(t) if isinstance(t, Target) else t for t in payload.get("targets", [])]}
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path

@@ -9,7 +9,7 @@ round-robin. Workloads are saf_family's MLP 784-800-10 (batch 128) and ConvNet (
 peak memory of one ``loss_and_grad``. Targets (issue 8): new / old median step time
 <= 1.10 everywhere; peak memory new / old <= 1.10 too.
 
-    python -m benchmarks regression [--baseline REV] [--quick] [--repeats N] [--out DIR]
+    python -m benchmarks regression [--baseline REV] [--quick] [--repeats N] [--out DIR | --update-results]
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import torch
 from spikeacc import methods
 from spikeacc.profiling import peak_memory
 
-from .common import Target, base_parser, machine, machine_line, markdown_table, median, setup, \
-    time_round_robin, write_results
+from .common import Target, base_parser, machine, machine_line, markdown_table, median, output_dir, \
+    setup, time_round_robin, write_results
 from .saf_family import (IMAGE, LEARNING_RATE, METHODS, N_CLASSES, SEED, TIME_STEPS, model_input,
                          random_batch, workloads)
 
@@ -75,10 +75,14 @@ def paired_steps(baseline, workload, T: int, device: torch.device) -> tuple[dict
     return steps, grads
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = base_parser(NAME, __doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = setup(args)
     repeats = args.repeats or (1 if args.quick else 15)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"memory: {worst_memory['model']} T={worst_memory['T']} {worst_memory['method']}: "
         f"{worst_memory['memory_ratio']:.3f}; {sum(t.passed for t in targets)} of {len(targets)} within {LIMIT}.",
         "", table])
-    json_path, md_path = write_results(args.out, NAME, payload, text)
+    json_path, md_path = write_results(output_dir(args), NAME, payload, text)
     print(f"[{NAME}] {machine_line(payload['machine'])}")
     print(f"[{NAME}] worst new/old: step time {worst['ratio']:.3f} ({worst['model']} T={worst['T']} "
           f"{worst['method']}), peak memory {worst_memory['memory_ratio']:.3f} ({worst_memory['model']} "

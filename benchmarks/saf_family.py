@@ -8,7 +8,7 @@ memory of a step and of ``loss_and_grad`` alone, and forward multiply-accumulate
 layer. Checks the issue's figures (SAF/OTTT MACs, step-time ratios at T = 6, memory
 T = 32 vs T = 4) as PASS/MISS and writes results/saf_family.json and .md.
 
-    python -m benchmarks saf_family [--quick] [--device cpu|cuda] [--repeats N] [--out DIR]
+    python -m benchmarks saf_family [--quick] [--device cpu|cuda] [--repeats N] [--out DIR | --update-results]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from spikeacc.models import MLP, ConvNet, SpikingResNet, VGGsWS
 from spikeacc.profiling import count_macs, peak_memory
 
 from .common import (Target, base_parser, machine, machine_line, markdown_table,
-                     median, setup, time_round_robin, write_results)
+                     median, output_dir, setup, time_round_robin, write_results)
 
 NAME = "saf_family"
 METHODS = ("bptt", "ottt-o", "ottt-a", "sr", "saf-e", "saf-f", "asf")  # asf: ASF-BP on the same nets
@@ -236,8 +236,12 @@ def markdown(payload: dict, results: Results) -> str:
     return "\n".join(lines)
 
 
+def build_parser():
+    return base_parser(NAME, __doc__.split("\n\n")[0])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = base_parser(NAME, __doc__.split("\n\n")[0]).parse_args(argv)
+    args = build_parser().parse_args(argv)
     device = setup(args)
     repeats = args.repeats or (1 if args.quick else 21)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                        "input": list(w.image), "time_steps": list(w.time_steps)} for w in chosen],
         "results": records, "ratios": ratio, "targets": targets(ratio),
     }
-    json_path, md_path = write_results(args.out, NAME, payload, markdown(payload, results))
+    json_path, md_path = write_results(output_dir(args), NAME, payload, markdown(payload, results))
     print(f"[{NAME}] {machine_line(payload['machine'])}")
     for target in payload["targets"]:
         print(f"[{NAME}] {target.line()}")

@@ -20,10 +20,10 @@ In ONE process (ratios are what count; the CPU may be shared):
 Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (drift on
 a shared machine hits both alike); medians. Configurations whose input would exceed
 ``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
-and marked so. Writes results/single_spike.json, .md and single_spike_speedup.png.
+and marked so. Writes single_spike.json, .md and single_spike_speedup.png.
 
-    PYTHONPATH=src python -m benchmarks.single_spike [--quick] [--device cpu|cuda] [--threads N]
-        [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR]
+    python -m benchmarks single_spike [--quick] [--device cpu|cuda] [--threads N]
+        [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR | --update-results]
 
 The paper's figures are GPU figures; on a CPU the Linear(1000 -> hidden) product, common
 to both variants, dominates the layer step and caps the ratio (the "neuron alone" column
@@ -32,7 +32,6 @@ shows the time axis alone).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -49,7 +48,6 @@ from spikeacc.neurons.single_spike import (
 from . import common
 
 NAME = "single_spike"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TIME_STEPS = tuple(2 ** k for k in range(3, 12))  # 8 .. 2048
 BATCHES = (16, 32, 64, 128, 256)
 N_IN, HIDDEN = 1000, 100
@@ -58,28 +56,22 @@ FORMS = ("matmul", "conv", "chunked")
 SEED = 0
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny grid, one repeat (smoke test)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per configuration")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each variant first")
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.base_parser(NAME, __doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=HIDDEN, help="neurons in the layer")
     parser.add_argument("--budget", type=float, default=4.0,
                         help="skip a configuration whose sequential step takes longer (s)")
     parser.add_argument("--max-elements", type=int, default=2 ** 27,
                         help="skip configurations with T * batch * 1000 inputs above this")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default torch's; 1 is steadier on a shared CPU)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.repeats = 1
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device")
-    args.device = torch.device(args.device)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Options with this benchmark's defaults: 3 repeats (1 with --quick), 1 warm-up call."""
+    args = build_parser().parse_args(argv)
+    args.device = common.setup(args)
+    args.repeats = 1 if args.quick else (args.repeats or 3)
+    args.warmup = 1 if args.warmup is None else args.warmup
     return args
 
 
@@ -329,12 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"name": NAME, "machine": common.machine(args.device), "hidden": args.hidden, "n_in": N_IN, "repeats": args.repeats,
                "quick": args.quick, "membrane_forms": forms, "grid": grid, "blocks": blocks,
                "targets": targets(grid, blocks), "seconds": time.perf_counter() - started}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{NAME}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / f"{NAME}.md").write_text(markdown(payload))
-    heatmap(grid, args.out / f"{NAME}_speedup.png")
+    out = common.output_dir(args)
+    common.write_results(out, NAME, payload, markdown(payload))
+    heatmap(grid, out / f"{NAME}_speedup.png")
     print("\n".join(payload["targets"]))
-    print(f"wrote {args.out / NAME}.json, .md, _speedup.png in {payload['seconds']:.0f} s")
+    print(f"wrote {out / NAME}.json, .md, _speedup.png in {payload['seconds']:.0f} s")
     return 0
 
 

@@ -34,6 +34,27 @@ def test_saf_family_quick_writes_every_method_and_T(tmp_path):
     assert "| model | T | " + " | ".join(saf_family.METHODS) + " |" in markdown
     verdicts = [line for line in done.stdout.splitlines() if "PASS " in line or "MISS " in line]
     assert len(verdicts) == len(payload["targets"])
+    assert "USDT" not in done.stdout + done.stderr  # the profiler's native prints are silenced
+
+
+def test_results_go_to_a_new_run_directory_unless_asked(tmp_path):
+    """By default a benchmark writes runs/bench-<time>/ under the working directory and
+    leaves the committed benchmarks/results/ alone."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    committed = {p.name: p.stat().st_mtime_ns for p in (REPO / "benchmarks" / "results").iterdir()}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "asf", "--quick"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1), done.stderr  # 1: a quick run misses targets
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("bench-") and (run / "asf.json").is_file() and (run / "asf.md").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (REPO / "benchmarks" / "results").iterdir()} == committed
+
+
+def test_help_lists_every_benchmarks_options(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--update-results", "--baseline", "--group", "--budget", "--chunk"):
+        assert option in text, option
 
 
 def test_unknown_benchmark_is_a_clear_error(capsys):

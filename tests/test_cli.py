@@ -136,13 +136,15 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and "nan" in metrics["stopped"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC  # the finished epoch is plotted
 
 
 def test_real_divergence_exit_3(tmp_path):
     out = tmp_path / "o"
     done = spikeacc("train", *TINY, "--lr", "1e36", "--out", str(out))
     assert done.returncode == 3
-    assert "loss became inf" in one_error_line(done.stderr)
+    line = one_error_line(done.stderr)
+    assert "loss became inf" in line or "loss exploded" in line
     finished = done.stdout.count("test acc")  # epochs that ended before the loss blew up
     assert finished == json.loads((out / "metrics.json").read_text())["epochs_done"]
     if finished:
@@ -289,3 +291,89 @@ def test_method_that_cannot_run_the_model_exits_2(tmp_path, monkeypatch, capsys)
     assert in_process("train", *args, "--method", "saf-f", "--out", str(tmp_path / "o")) == 2
     assert "module '2' (MaxPool2d)" in one_error_line(capsys.readouterr().err)
     assert in_process("train", *args, "--method", "bptt", "--out", str(tmp_path / "o")) == 0
+
+
+# --- rough edges a new user hit (issue 11) -----------------------------------------------
+
+def test_loss_explosion_stops_with_its_own_message(tmp_path):
+    done = spikeacc("train", *TINY, "--lr", "1e9", "--out", str(tmp_path / "o"))
+    assert done.returncode == 3
+    line = one_error_line(done.stderr)
+    assert "loss exploded to" in line and "first batch's" in line, line
+
+
+def test_out_that_is_a_file_exit_2(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert in_process("train", *TINY, "--out", str(tmp_path / "taken")) == 2
+    assert "exists and is not a directory" in one_error_line(capsys.readouterr().err)
+
+
+def test_out_that_cannot_be_written_stops_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert in_process("train", *TINY, "--out", str(tmp_path / "file" / "run")) == 2
+    captured = capsys.readouterr()
+    assert "cannot write there" in one_error_line(captured.err)
+    assert "epoch" not in captured.out  # nothing trained
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    assert in_process("train", *TINY, "--out", str(out), "--resume") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{out / 'checkpoint.pt'} is not a spikeacc checkpoint" in line
+    assert "weights_only" not in line and "\x1b" not in line
+
+
+def test_resume_needs_out(capsys):
+    assert in_process("train", *TINY, "--resume") == 2
+    assert "--resume needs --out" in one_error_line(capsys.readouterr().err)
+
+
+def test_default_out_is_a_new_directory_and_files_follow_the_umask(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        assert in_process("train", *TINY[:1], "1", *TINY[2:]) == 0
+    finally:
+        os.umask(previous)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("saf-f-digits-")
+    for name in ("metrics.json", "checkpoint.pt"):
+        assert (run / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_stale_temporary_files_are_removed(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = [out / ".checkpoint.pt.abc123.tmp", out / ".metrics.json.xyz.tmp"]
+    for path in stale:
+        path.write_bytes(b"half written")
+    assert in_process("train", *TINY[:1], "1", *TINY[2:], "--out", str(out)) == 0
+    assert not any(path.exists() for path in stale)
+    assert "removed 2 temporary file(s)" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_with_one_line_exit_130_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ctrl-c"
+    calls = {"n": 0}
+    real_step = SAFF.step
+
+    def step_then_interrupt(self, net, optimizer, x, y):  # epoch 1 = 2 batches, then Ctrl-C
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, net, optimizer, x, y)
+
+    monkeypatch.setattr(SAFF, "step", step_then_interrupt)
+    assert in_process("train", *TINY, "--out", str(out)) == 130
+    line = one_error_line(capsys.readouterr().err)
+    assert "interrupted at epoch 2, batch 1" in line and "epoch 1" in line
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 1 and "interrupted" in metrics["stopped"]
+    assert (out / "curves.png").exists()
+    monkeypatch.setattr(SAFF, "step", real_step)
+    assert in_process("train", *TINY, "--out", str(out), "--resume") == 0  # and it continues
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2

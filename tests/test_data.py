@@ -109,6 +109,17 @@ def test_bad_magic_trailing_bytes_and_header(tmp_path):
             read_idx(tmp_path / label)
 
 
+def test_a_wrong_dimension_count_in_the_magic_gives_a_short_message(tmp_path):
+    """A magic claiming 200 dimensions would read pixel bytes as 200 sizes; the message
+    names the magic instead of printing them."""
+    good = idx_bytes(np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8))
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(good[:3] + bytes([200]) + good[4:])
+    with pytest.raises(DatasetError) as err:
+        read_idx(path)
+    assert "magic 0x000008c8" in str(err.value) and len(str(err.value)) < len(str(path)) + 120
+
+
 def test_label_count_and_range_checked(tmp_path):
     write_mnist_dir(tmp_path, gz=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8), gz=False)

@@ -1,7 +1,8 @@
 """Command line: ``spikeacc train ...`` and ``spikeacc bench ...``.
 
 Errors from bad arguments or bad data files print one line
-``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf) exits 3.
+``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf, or exploding) exits 3,
+Ctrl-C exits 130; both keep the last checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Sequence
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
                        help="input coding; none given: direct, or frames for event datasets")
-    train.add_argument("--out", default="runs/default", help="run directory")
+    train.add_argument("--out", default=None,
+                       help="run directory (none given: a new runs/<method>-<dataset>-<UTC time>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                        help="auto: cuda when available")
@@ -146,32 +149,50 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from .allocator import keep_freed_memory
     from .data import DatasetError
-    from .report import plot_curves, save_raster
-    from .trainer import TrainConfig, Trainer, TrainingDiverged, batches
+    from .trainer import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
     options = {key: value for key, value in vars(args).items() if key != "command"}
     config = TrainConfig(**options)
     keep_freed_memory()  # large tensors are not page-faulted afresh every step (allocator.py)
     try:
         trainer = Trainer(config)
-        print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
-              f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
-              f"device {trainer.device}, out {config.out}", flush=True)
-        trainer.run()
     except (ValueError, DatasetError) as err:
         fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted before training started", EXIT_INTERRUPTED)
+    print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
+          f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
+          f"device {trainer.device}, out {config.out}", flush=True)
+    try:
+        trainer.run()
     except TrainingDiverged as err:
+        write_figures(trainer)
         fail(str(err), EXIT_DIVERGED)
-    out = Path(config.out)
+    except TrainingInterrupted as err:
+        write_figures(trainer)
+        fail(str(err), EXIT_INTERRUPTED)
+    except ValueError as err:
+        fail(str(err))
+    write_figures(trainer)
+    return 0
+
+
+def write_figures(trainer) -> None:
+    """curves.png of the finished epochs and, for LIF-based methods, raster.png of one test sample."""
+    from .report import plot_curves, save_raster
+    from .trainer import batches
+
+    config, out = trainer.config, trainer.out
+    if not trainer.history:
+        return
     plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
     x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))
     raster = out / "raster.png"
     if save_raster(trainer.net, trainer.method, trainer.encoder(x.to(trainer.device)), raster,
-                   f"{config.method}: hidden spikes of test sample {int(trainer.test_idx[0])}"):
+                   f"{config.method}: spikes of test sample {int(trainer.test_idx[0])}"):
         print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'}, {raster}")
     else:
         print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'} (no raster: {config.method} is not LIF-based)")
-    return 0
 
 
 def benchmarks_root() -> Path | None:

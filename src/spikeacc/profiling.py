@@ -5,8 +5,11 @@ so they reflect each method's own computation rather than an analytic formula.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.autograd import DeviceType
@@ -58,13 +61,33 @@ def peak_memory(fn: Callable[[], object], device: str | torch.device = "cpu") ->
         fn()
         torch.cuda.synchronize(device)
         return max(torch.cuda.max_memory_allocated(device) - start, 0)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():  # kineto prints two lines per profile to fd 2
+        prof.start()
+    try:
         fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     events = sorted(
         (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
         if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
     )
     return _peak_of_running_sum(nbytes for _, nbytes in events)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points to /dev/null inside the block (native code's prints)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _peak_of_running_sum(deltas) -> int:

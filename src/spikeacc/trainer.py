@@ -33,13 +33,18 @@ from .models import build
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
+EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
 CHECKPOINT_FORMAT = 2  # 2: networks are ordinary modules (issue 8); format 1 held SpikingNet
 # settings that may change between a run and its --resume
 RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped."""
+    """The loss became NaN or infinite, or exploded; training stopped."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """The user pressed Ctrl-C; training stopped."""
 
 
 @dataclass
@@ -55,7 +60,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     encoder: str | None = None  # None: "frames" for event data, "direct" otherwise
-    out: str = "runs/default"
+    out: str | None = None  # None: a new directory runs/<method>-<dataset>-<UTC time>
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -78,6 +83,11 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.out is None:
+            if self.resume:
+                raise ValueError("--resume needs --out, the run directory to continue")
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            self.out = f"runs/{self.method}-{self.dataset}-{stamp}".replace(":", "_")
 
     def record(self) -> dict:
         """Plain-typed dict (JSON and checkpoint safe)."""
@@ -139,6 +149,7 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -148,6 +159,29 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def prepare_run_dir(out: Path) -> int:
+    """Create ``out`` and check it can be written (ValueError otherwise), before any
+    training; remove temporary files a killed run left there. Returns how many."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    stale = [p for name in (CHECKPOINT, METRICS) for p in out.glob(f".{name}.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
@@ -165,6 +199,9 @@ class Trainer:
         config.validate()
         self.config, self.log, self.progress = config, log, progress
         self.out = Path(config.out)
+        removed = prepare_run_dir(self.out)
+        if removed:
+            self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
@@ -179,6 +216,8 @@ class Trainer:
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.history: list[dict] = []
+        self.first_loss: float | None = None  # of the run's first batch (the explosion guard's scale)
+        self.position = (0, 0)  # (epoch, batch) being trained
         self._check_model_fits()
         if config.resume:
             self._load_checkpoint()
@@ -221,25 +260,36 @@ class Trainer:
 
     def run(self) -> dict:
         """Train epochs len(history)+1 .. config.epochs; return the metrics dict."""
-        self.out.mkdir(parents=True, exist_ok=True)
         if len(self.history) >= self.config.epochs:
             self.log(f"{self.checkpoint_path} already has {len(self.history)} epochs; nothing to train")
+        try:
+            self._train_remaining_epochs()
+        except TrainingDiverged as err:
+            self._write_metrics(stopped=str(err))
+            raise
+        except KeyboardInterrupt:
+            epoch, batch = self.position
+            message = f"interrupted at epoch {epoch}, batch {batch} ({self._last_good()})"
+            self._write_metrics(stopped=message)
+            raise TrainingInterrupted(message) from None
+        return self._write_metrics()
+
+    def _train_remaining_epochs(self) -> None:
         for epoch in range(len(self.history) + 1, self.config.epochs + 1):
-            try:
-                record = self.train_epoch(epoch)
-            except TrainingDiverged as err:
-                self._write_metrics(stopped=str(err))
-                raise
+            record = self.train_epoch(epoch)
             record.update(self.evaluate())
             if hasattr(self.method, "stats"):  # e.g. ASF-BP's per-layer k and fit error
                 record["method_stats"] = self.method.stats()
             self.history.append(record)
-            self._save_checkpoint()
+            try:
+                self._save_checkpoint()
+            except BaseException:
+                self.history.pop()  # the history is what the checkpoint holds
+                raise
             self._write_metrics()
             self.log(f"epoch {epoch}/{self.config.epochs}: train loss {record['train_loss']:.4f} "
                      f"acc {record['train_acc']:.2%} | test acc {record['test_acc']:.2%} "
                      f"| {record['epoch_time_s']:.2f}s")
-        return self._write_metrics()
 
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the (shuffled) training subset: mean loss, accuracy, wall time."""
@@ -251,17 +301,25 @@ class Trainer:
                    desc=f"epoch {epoch}/{self.config.epochs}", disable=self._no_bar(), leave=False)
         start = time.perf_counter()
         for batch, (x, y) in enumerate(bar, 1):
+            self.position = (epoch, batch)
             x, y = x.to(self.device), y.to(self.device)
             try:
                 loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
             except RuntimeError as err:  # numeric failure inside torch, e.g. an lr that overflows
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise TrainingDiverged(f"training step failed at epoch {epoch}, batch {batch} "
-                                       f"({err}); stopped ({self._last_good()})") from err
+                                       f"({reason}); stopped ({self._last_good()})") from err
             loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch}, batch {batch}; stopped "
                     f"({self._last_good()})")
+            if self.first_loss is None:
+                self.first_loss = loss
+            elif loss > EXPLOSION * max(self.first_loss, 1.0):
+                raise TrainingDiverged(
+                    f"loss exploded to {loss:.3g} at epoch {epoch}, batch {batch} (over {EXPLOSION:g}x the "
+                    f"first batch's {self.first_loss:.3g}); stopped ({self._last_good()})")
             loss_sum += loss * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -304,6 +362,9 @@ class Trainer:
             "config": self.config.record(),
             "epoch": len(self.history),
             "history": self.history,
+            "first_loss": self.first_loss,
+            "sample_shape": list(self.split.sample_shape),
+            "n_classes": self.split.n_classes,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
@@ -318,8 +379,11 @@ class Trainer:
             raise ValueError(f"--resume: no checkpoint at {path}")
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:
-            raise ValueError(f"--resume: cannot read {path} ({type(err).__name__}: {err})") from err
+        except Exception as err:  # torch's own message is long and suggests unsafe loading
+            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (torch.load failed: "
+                             f"{type(err).__name__})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (holds {type(state).__name__})")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"--resume: {path} has checkpoint format {state.get('format')}, "
                              f"expected {CHECKPOINT_FORMAT}")
@@ -329,6 +393,7 @@ class Trainer:
         if state.get("method") is not None:  # e.g. ASF-BP's fitted k
             self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
+        self.first_loss = state["first_loss"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.shuffle.set_state(state["rng"]["shuffle"].cpu())
         if state["rng"]["cuda"] and torch.cuda.is_available():
@@ -360,6 +425,7 @@ class Trainer:
             "train_acc": [r["train_acc"] for r in hist],
             "test_acc": [r["test_acc"] for r in hist],
             "final_test_acc": hist[-1]["test_acc"] if hist else None,
+            "first_loss": self.first_loss,
             "epoch_time_s": [r["epoch_time_s"] for r in hist],
             "eval_time_s": [r["eval_time_s"] for r in hist],
             "spikes_per_sample": hist[-1]["spikes_per_sample"] if hist else None,

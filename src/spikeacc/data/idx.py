@@ -23,6 +23,7 @@ import numpy as np
 
 from .base import DataSplit, DatasetError, base_dir, check_labels, find_dir, image_dataset, require_file
 
+MAX_DIMS = 4  # MNIST-layout files have 1 (labels) or 3 (images)
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {  # split -> (images, labels)
@@ -47,8 +48,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     code, ndim = raw[2], raw[3]
-    if code not in IDX_DTYPES or ndim == 0:
-        raise DatasetError(f"{path}: not an IDX file (dtype code 0x{code:02x}, {ndim} dimensions)")
+    if code not in IDX_DTYPES or not 1 <= ndim <= MAX_DIMS:
+        raise DatasetError(f"{path}: not an IDX file of images or labels (magic 0x{raw[:4].hex()}: "
+                           f"dtype code 0x{code:02x}, {ndim} dimensions)")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DatasetError(f"{path}: truncated IDX header ({len(raw)} bytes)")
