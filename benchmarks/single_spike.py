@@ -10,10 +10,11 @@ In ONE process (ratios are what count; the CPU may be shared):
    (rate per input uniform in [0, 0.2] per step, as the authors' 0-200 Hz at 1 ms),
    loss = sum of output spikes, for T = 8..2048 and batch 16..256. The vectorised layer
    (one product for all T, vectorised neuron) against two sequential models with the
-   same spikes and gradients: "standard", the Linear applied step by step and the
-   sequential neuron (the authors' benchmark model, ``fastsnn`` ``LinearLIFNeurons``,
-   and what snnTorch/SpikingJelly single-step code does), and "shared", one product for
-   all T then the sequential neuron (a stricter baseline: only the neuron is sequential).
+   same spikes and gradients, named after the authors' code versions that time them:
+   "v1" (FastSNN, the v1 paper's benchmark model ``LinearLIFNeurons``; also what
+   snnTorch/SpikingJelly single-step code does), the Linear applied step by step and the
+   sequential neuron, and "v2" (the Block code's sequential model), one product for all
+   T then the sequential neuron (only the neuron is sequential).
    Also the neuron alone (the current given), the part the method vectorises;
 3. Blocks vs the sequential refractory LIF, same layer, T = 512, R = 4, batch 32, and an
    exact identical-spikes check (float64 currents).
@@ -119,7 +120,7 @@ def layer_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callabl
     return step
 
 
-def standard_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callable[[], None]:
+def v1_step(synapse: nn.Linear, x: torch.Tensor, neuron: Callable) -> Callable[[], None]:
     """Forward + backward with the Linear applied step by step (T products of [B, 1000]):
     the authors' sequential benchmark model."""
     def step() -> None:
@@ -172,25 +173,25 @@ def measure_grid(args: argparse.Namespace) -> list[dict]:
             x = poisson_input(T, batch, generator).to(args.device)
             current = torch.randn(T, batch, args.hidden, generator=generator).mul_(0.3)
             current = current.to(args.device).requires_grad_(True)
-            seq_first = call_seconds(standard_step(synapse, x, sequential_neuron), args.device)
+            seq_first = call_seconds(v1_step(synapse, x, sequential_neuron), args.device)
             if seq_first > args.budget:
                 rows.append({**row, "skipped": f"sequential step {seq_first:.1f} s > --budget {args.budget} s"})
                 print(f"T={T} B={batch}: skipped (sequential {seq_first:.1f} s)", flush=True)
                 continue
             layer = timed_round_robin({"vectorised": layer_step(synapse, x, vectorised_neuron),
-                                       "standard": standard_step(synapse, x, sequential_neuron),
-                                       "shared": layer_step(synapse, x, sequential_neuron)}, args)
+                                       "v1": v1_step(synapse, x, sequential_neuron),
+                                       "v2": layer_step(synapse, x, sequential_neuron)}, args)
             alone = timed_round_robin({"vectorised": neuron_step(current, vectorised_neuron),
                                        "sequential": neuron_step(current, sequential_neuron)}, args)
-            row.update(layer_vectorised_ms=1e3 * layer["vectorised"], layer_shared_ms=1e3 * layer["shared"],
-                       layer_standard_ms=1e3 * layer["standard"],
-                       standard_speedup=layer["standard"] / layer["vectorised"],
-                       shared_speedup=layer["shared"] / layer["vectorised"],
+            row.update(layer_vectorised_ms=1e3 * layer["vectorised"], layer_v2_ms=1e3 * layer["v2"],
+                       layer_v1_ms=1e3 * layer["v1"],
+                       v1_speedup=layer["v1"] / layer["vectorised"],
+                       v2_speedup=layer["v2"] / layer["vectorised"],
                        neuron_vectorised_ms=1e3 * alone["vectorised"], neuron_sequential_ms=1e3 * alone["sequential"],
                        neuron_speedup=alone["sequential"] / alone["vectorised"])
             rows.append(row)
-            print(f"T={T} B={batch}: vs standard x{row['standard_speedup']:.2f}, vs shared "
-                  f"x{row['shared_speedup']:.2f} ({row['layer_standard_ms']:.1f} / {row['layer_shared_ms']:.1f} / "
+            print(f"T={T} B={batch}: vs v1 (FastSNN) x{row['v1_speedup']:.2f}, vs v2 (Block) "
+                  f"x{row['v2_speedup']:.2f} ({row['layer_v1_ms']:.1f} / {row['layer_v2_ms']:.1f} / "
                   f"{row['layer_vectorised_ms']:.1f} ms), neuron x{row['neuron_speedup']:.2f}", flush=True)
     return rows
 
@@ -236,8 +237,8 @@ def heatmap(rows: list[dict], path: Path) -> None:
     batches = sorted({r["batch"] for r in rows})
     grid = torch.full((len(times), len(batches)), math.nan)
     for r in rows:
-        if "standard_speedup" in r:
-            grid[times.index(r["T"]), batches.index(r["batch"])] = r["standard_speedup"]
+        if "v1_speedup" in r:
+            grid[times.index(r["T"]), batches.index(r["batch"])] = r["v1_speedup"]
     fig, ax = plt.subplots(figsize=(5, 6))
     image = ax.imshow(grid.numpy(), cmap="viridis", aspect="auto", origin="lower")
     for i in range(len(times)):
@@ -250,7 +251,7 @@ def heatmap(rows: list[dict], path: Path) -> None:
     ax.set_yticks(range(len(times)), [str(t) for t in times])
     ax.set_xlabel("batch")
     ax.set_ylabel("T (time steps)")
-    ax.set_title("training-step speed-up, vectorised vs\nstandard sequential single-spike layer")
+    ax.set_title("training-step speed-up, vectorised vs\nv1 (FastSNN) sequential single-spike layer")
     fig.colorbar(image, ax=ax, label="speed-up (x)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -268,24 +269,25 @@ def markdown(payload: dict) -> str:
     for r in payload["membrane_forms"]:
         cells = [f"{r[f'{f}_ms']:.2f}" if f"{f}_ms" in r else "not run" for f in FORMS]
         lines.append(f"| {r['T']} | " + " | ".join(cells) + f" | {r['auto']} |")
-    lines += ["\n## Speed-up grid (layer step vs standard / vs shared product; neuron alone in brackets)\n",
-              "standard: the Linear step by step, then the sequential neuron (the authors' benchmark "
-              "model); shared: one product for all T, then the sequential neuron.\n",
+    lines += ["\n## Speed-up grid (layer step vs v1 / vs v2; neuron alone in brackets)\n",
+              "v1 (FastSNN, the v1 paper's benchmark model): the Linear step by step, then the sequential "
+              "neuron; v2 (the Block code's sequential model): one product for all T, then the sequential "
+              "neuron.\n",
               "| T \\ batch | " + " | ".join(str(b) for b in sorted({r['batch'] for r in payload['grid']})) + " |",
               "|---|" + "---|" * len({r['batch'] for r in payload['grid']})]
     for T in sorted({r["T"] for r in payload["grid"]}):
         cells = []
         for r in sorted((r for r in payload["grid"] if r["T"] == T), key=lambda r: r["batch"]):
-            cells.append(f"x{r['standard_speedup']:.2f} / x{r['shared_speedup']:.2f} (x{r['neuron_speedup']:.1f})"
-                         if "standard_speedup" in r
+            cells.append(f"x{r['v1_speedup']:.2f} / x{r['v2_speedup']:.2f} (x{r['neuron_speedup']:.1f})"
+                         if "v1_speedup" in r
                          else f"skipped: {r['skipped']}")
         lines.append(f"| {T} | " + " | ".join(cells) + " |")
-    lines += ["\n## Times (ms)\n", "| T | batch | layer vectorised | layer standard | layer shared | neuron vectorised "
+    lines += ["\n## Times (ms)\n", "| T | batch | layer vectorised | layer v1 | layer v2 | neuron vectorised "
               "| neuron sequential |", "|---|---|---|---|---|---|---|"]
     for r in payload["grid"]:
-        if "standard_speedup" in r:
-            lines.append(f"| {r['T']} | {r['batch']} | {r['layer_vectorised_ms']:.2f} | {r['layer_standard_ms']:.2f} "
-                         f"| {r['layer_shared_ms']:.2f} "
+        if "v1_speedup" in r:
+            lines.append(f"| {r['T']} | {r['batch']} | {r['layer_vectorised_ms']:.2f} | {r['layer_v1_ms']:.2f} "
+                         f"| {r['layer_v2_ms']:.2f} "
                          f"| {r['neuron_vectorised_ms']:.2f} | {r['neuron_sequential_ms']:.2f} |")
     b = payload["blocks"]
     lines += ["\n## Blocks vs sequential refractory LIF\n",
@@ -298,12 +300,12 @@ def markdown(payload: dict) -> str:
 
 def targets(grid: list[dict], blocks: dict) -> list[str]:
     out = []
-    at128 = next((r for r in grid if r["T"] == 128 and r["batch"] == 32 and "standard_speedup" in r), None)
+    at128 = next((r for r in grid if r["T"] == 128 and r["batch"] == 32 and "v1_speedup" in r), None)
     if at128:
-        verdict = "PASS" if at128["standard_speedup"] >= 10 else "MISS"
-        out.append(f"{verdict} layer step vectorised vs standard sequential at T=128, batch 32: "
-                   f"x{at128['standard_speedup']:.2f} (target >= 10; vs the shared product "
-                   f"x{at128['shared_speedup']:.2f}; neuron alone x{at128['neuron_speedup']:.2f})")
+        verdict = "PASS" if at128["v1_speedup"] >= 10 else "MISS"
+        out.append(f"{verdict} layer step vectorised vs sequential at T=128, batch 32: vs v1 (FastSNN) "
+                   f"x{at128['v1_speedup']:.2f} (target >= 10), vs v2 (Block) x{at128['v2_speedup']:.2f}, "
+                   f"neuron alone x{at128['neuron_speedup']:.2f}")
     verdict = "PASS" if blocks["speedup"] >= 5 and blocks["spike_mismatches_float64"] == 0 else "MISS"
     out.append(f"{verdict} Blocks vs sequential refractory LIF at T={blocks['T']}, R={blocks['R']}: "
                f"x{blocks['speedup']:.2f} (neuron alone x{blocks['neuron_speedup']:.2f}) with "

@@ -360,3 +360,82 @@ def test_step_trains_conv_net_per_channel():
     assert losses[-1] < losses[0]
     assert [len(s["k"]) for s in method.stats()] == [4, 6]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# the authors' configuration (pool_v_th=0.75, strict=True) against their algorithm ---------
+
+def test_strict_if_neuron_fires_above_the_threshold_only():
+    pooled = torch.full((5, 1), 0.25)  # average-pooled spikes: multiples of 0.25
+    assert IF(0.75).run(pooled)[0].flatten().tolist() == [0, 0, 1, 0, 0]  # 0.75 >= 0.75
+    assert IF(0.75, strict=True).run(pooled)[0].flatten().tolist() == [0, 0, 0, 1, 0]  # 1.0 > 0.75
+
+
+def authors_lenet_reference(net, x, T, v_th=1.0, pool_v_th=0.75):
+    """The authors' per-step algorithm (neural-lab/ASF-BP, lenet5.py) on a bias-free
+    conv -> IF -> avgpool -> IF(0.75) -> fc -> IF -> readout: neurons fire where the
+    membrane is *above* the threshold and reset to 0; pooling k fitted on all elements,
+    neuron k on X >= O; backward through k 1[X > 0]; logits fc(O) / V_th / T; MSE summed."""
+    conv, _, pool, flatten, fc, _, readout = net
+    mem = {"c": 0.0, "p": 0.0, "f": 0.0}
+    total = {key: 0.0 for key in ("in", "c", "p", "f", "X_c", "X_p", "X_f")}
+
+    def fire(key, current, threshold):
+        mem[key] = mem[key] + current
+        above = F.threshold(mem[key], threshold, 0.0)  # the membrane where it is above, else 0
+        mem[key] = mem[key] - above
+        return (above > 0).to(current.dtype)
+
+    with torch.no_grad():
+        for _ in range(T):
+            total["in"] = total["in"] + x
+            current = conv(x)
+            total["X_c"], s_c = total["X_c"] + current, fire("c", current, v_th)
+            total["c"] = total["c"] + s_c
+            current = pool(s_c)
+            total["X_p"], s_p = total["X_p"] + current, fire("p", current, pool_v_th)
+            total["p"] = total["p"] + s_p
+            current = fc(flatten(s_p))
+            total["X_f"], s_f = total["X_f"] + current, fire("f", current, v_th)
+            total["f"] = total["f"] + s_f
+
+    def masked_k(o_count, x_acc):
+        inside = x_acc >= o_count
+        return 0.6 * o_count[inside].sum() / x_acc[inside].sum() + 0.4
+
+    ks = {"c": masked_k(total["c"], total["X_c"]), "p": 0.6 * total["p"].sum() / total["X_p"].sum() + 0.4,
+          "f": masked_k(total["f"], total["X_f"])}
+
+    def estimated(key, x_acc):
+        out = x_acc * (ks[key] * (total[f"X_{key}"] > 0))
+        return out - out.detach() + total[key]
+
+    h = estimated("c", conv(total["in"]))
+    h = estimated("p", pool(h))
+    h = estimated("f", fc(flatten(h)))
+    return readout(h) / v_th / T, ks, total
+
+
+def test_authors_configuration_equals_their_algorithm():
+    """Weights and inputs are multiples of 1/4, so membranes land exactly on thresholds,
+    where > and >= differ."""
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), LIF(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(3 * 4 * 4, 6, bias=False), LIF(), nn.Linear(6, 3, bias=False))
+    with torch.no_grad():
+        for p, gain in zip(net.parameters(), (2.0, 3.0, 1.0)):
+            p.copy_(torch.round(p * gain * 4) / 4)
+    x, y, T = torch.round(torch.rand(4, 1, 8, 8) * 4) / 4, torch.tensor([0, 1, 2, 1]), 20
+    method = ASF(T=T, pool_v_th=0.75, strict=True)
+    loss, logits = method.loss_and_grad(net, x, y)
+    ours = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    ref_logits, ks, total = authors_lenet_reference(net, x, T)
+    (ref_logits - F.one_hot(y, 3)).pow(2).sum().backward()  # the authors' MSE, summed over the batch
+    torch.testing.assert_close(logits, ref_logits.detach(), rtol=1e-12, atol=1e-12)
+    for name, param in net.named_parameters():  # our MSE is averaged over the batch
+        torch.testing.assert_close(ours[name] * len(y), param.grad, rtol=1e-10, atol=1e-12, msg=name)
+    stats = {s["layer"]: s["k"] for s in method.stats()}
+    assert stats == pytest.approx({"1": ks["c"].item(), "pool.2": ks["p"].item(), "5": ks["f"].item()})
+    ties = ASF(T=T, pool_v_th=0.75)  # >= fires on exact ties: other counts
+    assert not torch.equal(ties.infer(net, x).spike_counts[0], method.infer(net, x).spike_counts[0])
+    assert total["p"].sum() > 0 and total["f"].sum() > 0

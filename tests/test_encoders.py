@@ -31,9 +31,26 @@ def test_poisson_is_seeded_by_global_rng():
     assert torch.equal(first, encoders.get("poisson", 3)(x))
 
 
-def test_poisson_rejects_values_outside_unit_interval():
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+def test_poisson_rejects_rates_above_one():
+    with pytest.raises(ValueError, match=r"scale \* \|x\| <= 1"):
         encoders.get("poisson", 2)(torch.tensor([[1.5]]))
+    encoders.get("poisson", 2, scale=0.5)(torch.tensor([[1.5]]))  # rate 0.75
+
+
+def test_poisson_with_the_asf_authors_scale_fires_at_half_the_rate_with_the_sign():
+    torch.manual_seed(2)
+    x = torch.tensor([[1.0, 0.5, -1.0, 0.0]])
+    spikes = encoders.get("poisson", 8000, scale=0.5)(x)  # [T, B, 4]
+    rate = spikes.mean(0)
+    torch.testing.assert_close(rate, torch.tensor([[0.5, 0.25, -0.5, 0.0]]), rtol=0, atol=0.03)
+    assert set(spikes.unique().tolist()) == {-1.0, 0.0, 1.0}
+
+
+def test_unknown_encoder_option_is_a_value_error():
+    with pytest.raises(ValueError, match="encoder 'poisson'.*rounding"):
+        encoders.get("poisson", 4, rounding="floor")
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        encoders.get("latency", 4, rounding="ceil")
 
 
 def test_frames_moves_time_first():

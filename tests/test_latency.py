@@ -28,6 +28,16 @@ def test_linear_silent_threshold_and_images():
     assert spike_times(spikes).flatten().tolist() == [-1, -1, 3, 0]  # 0.8 * 4 = 3.2 -> 3
 
 
+def test_the_authors_linear_code_truncates_and_lets_black_spike_last():
+    x = torch.tensor([[1.0, 0.5, 0.25, 0.0, 0.75, 0.125]], dtype=torch.float64)
+    spikes = Latency(11, x_silent=None, rounding="floor")(x)
+    # floor((1 - x) * 10) = 0, 5, 7 (not 8), 10 = T - 1 for black, 2, 8 (not 9)
+    assert spike_times(spikes).tolist() == [[0, 5, 7, 10, 2, 8]]
+    levels = (torch.arange(1, 256, dtype=torch.float32) / 255).view(1, -1)  # non-black 8-bit grey levels
+    later = spike_times(encode_linear(levels, 16, None, "floor")) != spike_times(encode_linear(levels, 16))
+    assert int(later.sum()) == 129  # the count the docstring states
+
+
 def test_log_known_times():
     x = torch.tensor([1.0, 0.1, 10 ** -0.2, 10 ** -1.6, 0.01, 0.0], dtype=torch.float64).view(1, -1)
     spikes = LatencyLog(11)(x)  # t = 10 ln x / ln 0.01 = -5 log10(x)

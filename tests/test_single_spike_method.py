@@ -3,7 +3,9 @@ gradients), spike counts, trainable decay, registry."""
 import pytest
 import torch
 
-from spikeacc import methods
+from spikeacc import graph, methods
+from spikeacc.graph import CallContext
+from spikeacc.methods.base import run_window
 from spikeacc.methods.single_spike import SingleSpike
 from spikeacc.models import MLP, ConvNet
 
@@ -65,13 +67,37 @@ def test_trainable_decay_needs_prepare_and_trains():
     method = SingleSpike(T, trainable_decay=True)
     with pytest.raises(ValueError, match="prepare"):
         method.step(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y)
-    neurons = method.prepare(net)
+    neurons, readout = method.prepare(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    before = neurons[0].beta_raw.detach().clone()
+    before = [neurons[0].beta_raw.detach().clone(), readout.beta_raw.detach().clone()]
     method.step(net, optimizer, x, y)
-    assert neurons[0].beta_raw.shape == (5,)
-    assert not torch.equal(before, neurons[0].beta_raw)
-    assert method.prepare(net)[0] is neurons[0]
+    assert neurons[0].beta_raw.shape == (5,) and readout.beta_raw.shape == (2,)  # per neuron, per output
+    assert not torch.equal(before[0], neurons[0].beta_raw) and not torch.equal(before[1], readout.beta_raw)
+    assert method.prepare(net)[0][0] is neurons[0] and method.prepare(net)[1] is readout
+    assert {"2.single_spike.beta_raw", "3.single_spike_readout.beta_raw"} <= set(net.state_dict())
+
+
+def test_trainable_readout_decay_equals_a_readout_written_by_hand():
+    """Logits are sum_t V[t] with V[t] = beta_k V[t-1] + o_k[t] per output k."""
+    torch.manual_seed(5)
+    T = 6
+    net = scaled(MLP(4, [3], 2).double(), 3.0)
+    x = torch.rand(3, 4, dtype=DT)
+    method = SingleSpike(T, trainable_decay=True)
+    _, readout = method.prepare(net)
+    with torch.no_grad():
+        readout.beta_raw.copy_(torch.tensor([0.5, 0.9], dtype=DT))
+    logits = method.predict(net, x)
+    spikes = method.infer(net, x)
+    site_neurons, _ = method.prepare(net)
+    _, per_step = run_window(graph.of(net), CallContext(3), x, 1, T,
+                             lambda site, current: site_neurons[0].reference(current)[0])  # [T, B, 2]
+    v_mem, total = torch.zeros(3, 2, dtype=DT), torch.zeros(3, 2, dtype=DT)
+    for o_t in per_step:
+        v_mem = torch.tensor([0.5, 0.9], dtype=DT) * v_mem + o_t
+        total = total + v_mem
+    torch.testing.assert_close(logits, total, rtol=0, atol=1e-12)
+    assert spikes.spike_counts[0].sum() > 0
 
 
 def test_training_reduces_loss():

@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=[], metavar="KEY=VALUE",
                        help="option of the method's constructor, repeatable; VALUE is JSON or a "
                             "string, e.g. trainable_decay=true (single-spike), loss=ce (asf)")
+    train.add_argument("--encoder-option", dest="encoder_options", type=key_value, action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="option of the encoder, repeatable, e.g. scale=0.5 (poisson: rate |x|/2, the "
+                            "ASF-BP authors'), rounding=floor and x_silent=null (latency: the single-spike "
+                            "authors' code)")
     train.add_argument("--dataset-option", dest="dataset_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the dataset's loader, repeatable, e.g. bin_us=1000, channels=2 "

@@ -40,15 +40,23 @@ class Direct(Encoder):
 
 
 class Poisson(Encoder):
-    """Rate coding: at every step an independent Bernoulli spike with p = x (x in [0, 1]);
-    [B, ...] -> [T, B, ...]. Draws from torch's global RNG (seed with torch.manual_seed)."""
+    """Rate coding: at every step an independent Bernoulli spike with p = scale |x|, signed
+    like x; [B, ...] -> [T, B, ...]. ``scale=0.5`` is the ASF-BP authors' encoding (rate
+    |x| / 2). Draws from torch's global RNG (seed with torch.manual_seed)."""
 
     name = "poisson"
 
+    def __init__(self, T: int, scale: float = 1.0) -> None:
+        super().__init__(T)
+        if not 0 < scale < float("inf"):
+            raise ValueError(f"poisson scale must be a positive number, got {scale}")
+        self.scale = float(scale)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError(f"poisson encoder needs inputs in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
-        return torch.bernoulli(x.expand(self.T, *x.shape))  # [T, B, ...]
+        rate = self.scale * x.abs()
+        if rate.numel() and rate.max() > 1:
+            raise ValueError(f"poisson encoder needs scale * |x| <= 1, got up to {rate.max():.3g}")
+        return torch.bernoulli(rate.expand(self.T, *x.shape)) * torch.sign(x)  # [T, B, ...]
 
 
 class Frames(Encoder):
@@ -64,16 +72,18 @@ class Frames(Encoder):
 
 
 class Latency(Encoder):
-    """Linear time-to-first-spike code, [B, ...] in [0, 1] -> [T, B, ...] (latency.py)."""
+    """Linear time-to-first-spike code, [B, ...] in [0, 1] -> [T, B, ...] (latency.py);
+    the authors' is ``rounding="floor", x_silent=None``."""
 
     name = "latency"
 
-    def __init__(self, T: int, x_silent: float = 0.0) -> None:
+    def __init__(self, T: int, x_silent: float | None = 0.0, rounding: str = "round") -> None:
         super().__init__(T)
-        self.x_silent = x_silent
+        self.x_silent, self.rounding = x_silent, rounding
+        self(torch.zeros(1))  # options checked now, not at the first batch
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return encode_linear(x, self.T, self.x_silent)
+        return encode_linear(x, self.T, self.x_silent, self.rounding)
 
 
 class LatencyLog(Latency):
@@ -81,11 +91,11 @@ class LatencyLog(Latency):
 
     name = "latency-log"
 
-    def __init__(self, T: int, x_silent: float = 0.01) -> None:
-        super().__init__(T, x_silent)
+    def __init__(self, T: int, x_silent: float = 0.01, rounding: str = "round") -> None:
+        super().__init__(T, x_silent, rounding)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return encode_log(x, self.T, self.x_silent)
+        return encode_log(x, self.T, self.x_silent, self.rounding)
 
 
 ENCODERS: dict[str, Callable[[int], Encoder]] = {
@@ -97,8 +107,12 @@ ENCODERS: dict[str, Callable[[int], Encoder]] = {
 }
 
 
-def get(name: str, T: int) -> Encoder:
-    """The encoder ``name`` for T steps (ValueError for an unknown name)."""
+def get(name: str, T: int, **options) -> Encoder:
+    """The encoder ``name`` for T steps with keyword ``options`` (ValueError for an unknown
+    name or option)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    return ENCODERS[name](T)
+    try:
+        return ENCODERS[name](T, **options)
+    except TypeError as err:  # an option the encoder does not take
+        raise ValueError(f"encoder {name!r}: {err}") from None

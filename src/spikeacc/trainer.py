@@ -68,6 +68,7 @@ class TrainConfig:
     limit_test: int | None = None
     resume: bool = False
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
+    encoder_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # encoder kwargs
     dataset_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # loader kwargs
 
     def validate(self) -> None:
@@ -94,6 +95,7 @@ class TrainConfig:
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden)
         record["method_options"] = dict(self.method_options)
+        record["encoder_options"] = dict(self.encoder_options)
         record["dataset_options"] = dict(self.dataset_options)
         return record
 
@@ -205,7 +207,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
-        self.encoder = encoders.get(self._encoder_name(self.split), config.T)
+        self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
         self.method = methods.get(config.method, T=config.T, **dict(config.method_options))
         self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
                          hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype

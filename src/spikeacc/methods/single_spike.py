@@ -16,11 +16,15 @@ threshold = 1, fast-sigmoid scale 10 (v1 used 100), readout "sum" (v1: "max").
 reference neuron (a loop over t with the at-most-once rule, identical spikes and
 gradients) and a loop readout: the baseline of the speed benchmark.
 
-``trainable_decay=True`` learns one beta per neuron of every site. Those parameters live
-in the network's LIF modules (submodule ``single_spike`` of each, so they are saved with
-the network); call ``prepare(net)`` before building the optimizer so that it holds them.
+``trainable_decay=True`` learns one beta per neuron of every site and one per output of
+the readout, as the authors' v2 code does. Those parameters live in the network (a
+submodule ``single_spike`` of each LIF module and ``single_spike_readout`` of the module
+that computes the output, so they are saved with it); call ``prepare(net)`` before
+building the optimizer so that it holds them.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +32,11 @@ from torch import nn
 
 from .. import graph
 from ..graph import CallContext, Program
-from ..neurons.single_spike import (
-    MEMBRANE_FORMS, READOUTS, SingleSpikeLIF, decay_from_tau, readout_logits)
+from ..neurons.single_spike import MEMBRANE_FORMS, READOUTS, LeakyReadout, SingleSpikeLIF
 from .base import Inference, Inputs, Method, run_window, spike_counts
 
 DECAY_MODULE = "single_spike"  # the submodule of a LIF that holds its trainable decay
+READOUT_MODULE = "single_spike_readout"  # the submodule of the output's module that holds the readout's
 
 
 class SingleSpike(Method):
@@ -49,39 +53,46 @@ class SingleSpike(Method):
             raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
         if form not in MEMBRANE_FORMS:
             raise ValueError(f"unknown membrane form {form!r}; choose one of {', '.join(MEMBRANE_FORMS)}")
-        self.readout_beta = decay_from_tau(tau_readout)
         self.readout, self.trainable_decay, self.sequential = readout, trainable_decay, sequential
         self.form = "loop" if sequential else form
         self.neuron = SingleSpikeLIF(tau_hidden, threshold, scale, form=self.form)  # shared decay
-        self._tau_hidden = tau_hidden
+        self.readout_neuron = LeakyReadout(tau_readout, readout, form=self.form)  # shared decay
+        self._tau_hidden, self._tau_readout = tau_hidden, tau_readout
         if sequential:
             self.name = "single-spike-seq"
 
-    def prepare(self, net: nn.Module, sample_shape: tuple[int, ...] | None = None) -> list[SingleSpikeLIF]:
-        """One neuron per site. With trainable decay they are created once and attached
-        to ``net`` (call this before building the optimizer); their shapes come from
-        one sample of ``sample_shape`` (default: ``net.sample_shape``)."""
+    def prepare(self, net: nn.Module, sample_shape: tuple[int, ...] | None = None
+                ) -> tuple[list[SingleSpikeLIF], LeakyReadout]:
+        """One neuron per site and the readout. With trainable decay they are created once
+        and attached to ``net`` (call this before building the optimizer); their shapes come
+        from one sample of ``sample_shape`` (default: ``net.sample_shape``)."""
         program = graph.of(net)
         if not self.trainable_decay:
-            return [self.neuron] * len(program.sites)
+            return [self.neuron] * len(program.sites), self.readout_neuron
+        holder = readout_holder(net, program)
         missing = [site for site in program.sites if not hasattr(site.module, DECAY_MODULE)]
-        if missing:
+        if missing or not hasattr(holder, READOUT_MODULE):
             sample_shape = sample_shape or getattr(net, "sample_shape", None)
             if sample_shape is None:
                 raise ValueError("single-spike trainable_decay: give prepare(net, sample_shape) "
                                  "(the network declares no sample_shape)")
             param = next(net.parameters())
-            shapes = site_shapes(program, param.new_zeros(1, *sample_shape))
+            shapes, out_shape = site_shapes(program, param.new_zeros(1, *sample_shape))
             for site in missing:
                 neuron = SingleSpikeLIF(self._tau_hidden, self.neuron.threshold, self.neuron.scale,
                                         trainable_decay=True, neuron_shape=shapes[site.index], form=self.form)
                 site.module.add_module(DECAY_MODULE, neuron.to(param.device, param.dtype))
-        return [getattr(site.module, DECAY_MODULE) for site in graph.of(net).sites]
+            if not hasattr(holder, READOUT_MODULE):
+                readout = LeakyReadout(self._tau_readout, self.readout, True, math.prod(out_shape), self.form)
+                holder.add_module(READOUT_MODULE, readout.to(param.device, param.dtype))
+        program = graph.of(net)
+        return [getattr(site.module, DECAY_MODULE) for site in program.sites], getattr(holder, READOUT_MODULE)
 
     def forward(self, net: nn.Module, program: Program, inputs: Inputs, ctx: CallContext
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Spikes per site [T, B, ...] and logits [B, K], with graph."""
-        neurons = dict(zip((site.index for site in program.sites), self.prepare(net)))
+        site_neurons, readout = self.prepare(net)
+        neurons = dict(zip((site.index for site in program.sites), site_neurons))
 
         def fire(site, current: torch.Tensor) -> torch.Tensor:
             neuron = neurons[site.index]
@@ -89,7 +100,7 @@ class SingleSpike(Method):
 
         x, x_steps = inputs.window(0, self.T, static_once=True)
         spikes, out = run_window(program, ctx, x, x_steps, self.T, fire)  # out [T, B, K]
-        logits = readout_logits(out, self.readout_beta, self.readout, self.form)
+        logits = readout(out.flatten(2)).view(out.shape[1:])
         return [spikes[site.index] for site in program.sites], logits
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,9 +113,11 @@ class SingleSpike(Method):
              y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.trainable_decay:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            sites = graph.of(net).sites
-            if any(not hasattr(site.module, DECAY_MODULE) or id(getattr(site.module, DECAY_MODULE).beta_raw)
-                   not in held for site in sites):
+            program = graph.of(net)
+            holders = [(site.module, DECAY_MODULE) for site in program.sites]
+            holders.append((readout_holder(net, program), READOUT_MODULE))
+            if any(not hasattr(module, name) or id(getattr(module, name).beta_raw) not in held
+                   for module, name in holders):
                 raise ValueError("single-spike trainable_decay: the optimizer lacks the decay "
                                  "parameters; call method.prepare(net) before building it")
         return super().step(net, optimizer, x, y)
@@ -116,14 +129,25 @@ class SingleSpike(Method):
 
 
 @torch.no_grad()
-def site_shapes(program: Program, sample: torch.Tensor) -> dict[int, tuple[int, ...]]:
-    """Neuron shape of each site ([N] or [C, H, W]), by node index, from one step of
-    ``sample`` [1, ...] (neurons silent)."""
+def site_shapes(program: Program, sample: torch.Tensor) -> tuple[dict[int, tuple[int, ...]], tuple[int, ...]]:
+    """Neuron shape of each site ([N] or [C, H, W]), by node index, and the output's
+    shape, from one step of ``sample`` [1, ...] (neurons silent)."""
     shapes = {}
 
     def record(site, current: torch.Tensor) -> torch.Tensor:
         shapes[site.index] = tuple(current.shape[2:])
         return torch.zeros_like(current)
 
-    run_window(program, CallContext(1), sample, 1, 1, record)
-    return shapes
+    _, out = run_window(program, CallContext(1), sample, 1, 1, record)  # [1, 1, K]
+    return shapes, tuple(out.shape[2:])
+
+
+def readout_holder(net: nn.Module, program: Program) -> nn.Module:
+    """The module that computes the network's output (its trainable readout decay lives
+    there): the called module, or the module whose forward computes it."""
+    node = program.nodes[program.output]
+    holder = node.op.module if node.op is not None and node.op.module is not None else net.get_submodule(node.owner)
+    if isinstance(holder, (nn.Sequential, nn.ModuleList)):
+        raise ValueError(f"single-spike trainable_decay: the output is computed by {node.describe()}; "
+                         "the readout's decay needs a module there to live in")
+    return holder

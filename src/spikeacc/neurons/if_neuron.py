@@ -5,8 +5,11 @@ methods.md "ASF-BP").
 
 ``leak = 1`` is the plain IF neuron (the paper's default); ``leak < 1`` gives a leaky
 IF neuron with hard reset (the authors' code applies the leak after the reset, as here).
-A spike is emitted when v[t] >= V_th (the library's H(0) = 1; the authors' code uses a
-strict >, which differs only when the membrane lands exactly on the threshold).
+A spike is emitted when v[t] >= V_th (the library's H(0) = 1), or with ``strict`` when
+v[t] > V_th, as the authors' code does (their ``F.threshold`` keeps values above the
+threshold). The two differ only when the membrane lands exactly on the threshold, which
+is common where inputs are multiples of a fraction of it: the authors' pooling neurons
+(threshold 0.75) integrate average-pooled spikes, multiples of 0.25.
 
 ASF-BP never differentiates through the neuron, so it is simulated without a graph.
 """
@@ -24,10 +27,12 @@ class IF:
     Args:
         v_th: firing threshold (> 0).
         leak: membrane retention per step in (0, 1]; 1 is the non-leaky IF neuron.
+        strict: fire on v > V_th (the authors' code) instead of v >= V_th.
     """
 
     v_th: float = 1.0
     leak: float = 1.0
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not self.v_th > 0.0:
@@ -45,10 +50,11 @@ class IF:
             raise ValueError(f"IF.run needs current [steps, batch, ...], got shape {tuple(current.shape)}")
         v_mem = torch.zeros_like(current[0]) if v_mem is None else v_mem.clone()
         spikes = torch.empty_like(current)
+        compare = torch.gt if self.strict else torch.ge
         for t, current_t in enumerate(current):
             if self.leak != 1.0:
                 v_mem.mul_(self.leak)
             v_mem.add_(current_t)
-            torch.ge(v_mem, self.v_th, out=spikes[t])  # s[t] = H(v[t] - V_th)
+            compare(v_mem, self.v_th, out=spikes[t])  # s[t] = H(v[t] - V_th)
             v_mem.mul_(1.0 - spikes[t])  # hard reset to 0
         return spikes, v_mem

@@ -339,3 +339,30 @@ def readout_logits(current: torch.Tensor, beta: torch.Tensor | float, reduce: st
         raise ValueError(f"unknown readout {reduce!r}; choose one of {', '.join(READOUTS)}")
     v_mem = leaky_integrate(current, beta, form)  # [T, B, K]
     return v_mem.amax(0) if reduce == "max" else v_mem.sum(0)
+
+
+class LeakyReadout(nn.Module):
+    """The non-spiking readout as a module: decay beta = exp(-1/tau), shared, or with
+    ``trainable_decay`` one per output (clamped to [0, 1], as the authors' v2 code trains
+    it); ``forward(current [T, B, K]) -> logits [B, K]`` (``readout_logits``)."""
+
+    def __init__(self, tau: float = 20.0, reduce: str = "sum", trainable_decay: bool = False,
+                 n_outputs: int = 0, form: str = "auto") -> None:
+        super().__init__()
+        if reduce not in READOUTS:
+            raise ValueError(f"unknown readout {reduce!r}; choose one of {', '.join(READOUTS)}")
+        if trainable_decay and n_outputs <= 0:
+            raise ValueError("a trainable readout decay needs n_outputs (one beta per output)")
+        self.reduce, self.form = reduce, form
+        beta = torch.full((n_outputs if trainable_decay else 1,), decay_from_tau(tau))
+        if trainable_decay:
+            self.beta_raw = nn.Parameter(beta)
+        else:
+            self.register_buffer("beta_raw", beta)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return self.beta_raw.clamp(0.0, 1.0)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        return readout_logits(current, self.beta.to(current.dtype), self.reduce, self.form)
