@@ -377,3 +377,15 @@ def test_ctrl_c_stops_with_one_line_exit_130_and_keeps_the_checkpoint(tmp_path, 
     monkeypatch.setattr(SAFF, "step", real_step)
     assert in_process("train", *TINY, "--out", str(out), "--resume") == 0  # and it continues
     assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+
+
+def test_learning_rate_milestones_apply_and_survive_resume(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    schedule = ["--lr-milestones", "1,2", "--lr-gamma", "0.5", "--epochs", "3"]
+    assert in_process("train", *TINY[2:], *schedule, "--out", str(straight)) == 0
+    history = json.loads((straight / "metrics.json").read_text())["history"]
+    assert [r["lr"] for r in history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert in_process("train", *TINY[2:], *schedule[:4], "--epochs", "2", "--out", str(split)) == 0
+    assert in_process("train", *TINY[2:], *schedule, "--out", str(split), "--resume") == 0
+    resumed = json.loads((split / "metrics.json").read_text())["history"]
+    assert [(r["lr"], r["train_loss"]) for r in resumed] == [(r["lr"], r["train_loss"]) for r in history]

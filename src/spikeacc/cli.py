@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=positive_int, default=5, help="epochs (in all, with --resume)")
     train.add_argument("--batch-size", type=positive_int, default=128, help="training and test batch size")
     train.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--lr-milestones", type=int_list, default=(), metavar="E[,E...]",
+                       help="epochs after which the learning rate is multiplied by --lr-gamma")
+    train.add_argument("--lr-gamma", type=positive_float, default=0.1, help="learning-rate factor at each milestone")
     train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
                        help="input coding; none given: direct, or frames for event datasets")
     train.add_argument("--out", default=None,

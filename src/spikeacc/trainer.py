@@ -59,6 +59,8 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
+    lr_milestones: tuple[int, ...] = ()  # epochs after which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
     encoder: str | None = None  # None: "frames" for event data, "direct" otherwise
     out: str | None = None  # None: a new directory runs/<method>-<dataset>-<UTC time>
     seed: int = 0
@@ -82,6 +84,11 @@ class TrainConfig:
             raise ValueError(f"hidden sizes must be positive integers, got {list(self.hidden)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if any(int(m) != m or m <= 0 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(
+                set(self.lr_milestones)):
+            raise ValueError(f"lr milestones must be increasing positive epochs, got {list(self.lr_milestones)}")
+        if not (math.isfinite(self.lr_gamma) and self.lr_gamma > 0):
+            raise ValueError(f"lr gamma must be a positive finite number, got {self.lr_gamma}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.out is None:
@@ -94,6 +101,7 @@ class TrainConfig:
         """Plain-typed dict (JSON and checkpoint safe)."""
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden)
+        record["lr_milestones"] = list(self.lr_milestones)
         record["method_options"] = dict(self.method_options)
         record["encoder_options"] = dict(self.encoder_options)
         record["dataset_options"] = dict(self.dataset_options)
@@ -214,6 +222,8 @@ class Trainer:
         if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net
             self.method.prepare(self.net)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.schedule = torch.optim.lr_scheduler.MultiStepLR(  # a no-op without milestones
+            self.optimizer, list(config.lr_milestones), config.lr_gamma)
         self.train_idx = subset_indices(len(self.split.train), config.limit_train, config.seed)
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)
         self.shuffle = torch.Generator().manual_seed(config.seed)
@@ -279,6 +289,8 @@ class Trainer:
     def _train_remaining_epochs(self) -> None:
         for epoch in range(len(self.history) + 1, self.config.epochs + 1):
             record = self.train_epoch(epoch)
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.schedule.step()
             record.update(self.evaluate())
             if hasattr(self.method, "stats"):  # e.g. ASF-BP's per-layer k and fit error
                 record["method_stats"] = self.method.stats()
@@ -369,6 +381,7 @@ class Trainer:
             "n_classes": self.split.n_classes,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
             "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -392,6 +405,7 @@ class Trainer:
         self._check_same_config(state["config"], path)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
         if state.get("method") is not None:  # e.g. ASF-BP's fitted k
             self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
