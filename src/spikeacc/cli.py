@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset-option", dest="dataset_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the dataset's loader, repeatable, e.g. bin_us=1000, channels=2 "
-                            "(nmnist), split_by=time, downsample=4 (cifar10-dvs); event data are "
-                            "binned into --T frames")
+                            "(nmnist), split_by=time, downsample=4 (cifar10-dvs), max_time=1.0, "
+                            "binary=true (shd); event data are binned into --T frames")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser

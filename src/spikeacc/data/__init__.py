@@ -2,13 +2,15 @@
 
 Built in: "digits" (scikit-learn's 8x8 digits, needs no files; the default),
 "mnist" and "fashion-mnist" (IDX files, raw or .gz), "cifar10" (python batches),
-"nmnist" (original 40-bit event files), "cifar10-dvs" (AEDAT 2.0 event files).
+"nmnist" (original 40-bit event files), "cifar10-dvs" (AEDAT 2.0 event files), "shd"
+(Spiking Heidelberg Digits, HDF5 files; needs h5py).
 Loaders look in ``data_dir``, else $SPIKEACC_DATA, else a dataset default
 (/usr/share/datasets/fashion-mnist for Fashion-MNIST), and accept the files either in
 that directory or in a subfolder named after the dataset (see idx.py, cifar10.py).
 Options are the loader's keywords (event datasets: ``frames``, and ``bin_us``/``channels``
-for N-MNIST, ``split_by``/``downsample``/``cache`` for CIFAR10-DVS). Add a dataset with a
-loader ``(data_dir, **options) -> DataSplit`` in its own file and one ``DATASETS`` line.
+for N-MNIST, ``split_by``/``downsample``/``cache`` for CIFAR10-DVS, ``max_time``/``binary``
+for SHD). Add a dataset with a loader ``(data_dir, **options) -> DataSplit`` in its own
+file and one ``DATASETS`` line.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .cifar10_dvs import load_cifar10_dvs
 from .digits import load_digits
 from .idx import load_fashion_mnist, load_mnist, read_idx
 from .nmnist import load_nmnist
+from .shd import load_shd
 
 DATASETS: dict[str, Callable[..., DataSplit]] = {
     "digits": load_digits,
@@ -30,6 +33,7 @@ DATASETS: dict[str, Callable[..., DataSplit]] = {
     "cifar10": load_cifar10,
     "nmnist": load_nmnist,
     "cifar10-dvs": load_cifar10_dvs,
+    "shd": load_shd,
 }
 
 
