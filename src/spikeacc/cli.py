@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
+EXIT_PEER_LOST = 4  # a torchrun process lost the others
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,7 +39,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 
 def fail(message: str, code: int = EXIT_USAGE):
-    sys.stderr.write(f"spikeacc: error: {message}\n")
+    rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    sys.stderr.write(f"spikeacc: error: {'' if rank is None else f'rank {rank}: '}{message}\n")
     sys.exit(code)
 
 
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory with the dataset's files, or its parent holding <dataset>/; "
                             "none given: $SPIKEACC_DATA, then the dataset's system path")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
+    train.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
     train.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .allocator import keep_freed_memory
     from .data import DatasetError
     from .trainer import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
@@ -168,9 +172,10 @@ def run_train(args: argparse.Namespace) -> int:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted before training started", EXIT_INTERRUPTED)
-    print(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
-          f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
-          f"device {trainer.device}, out {config.out}", flush=True)
+    processes = f", {trainer.group.world_size} processes" if trainer.group.world_size > 1 else ""
+    trainer.log(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
+                f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
+                f"device {trainer.device}{processes}, out {config.out}")
     try:
         trainer.run()
     except TrainingDiverged as err:
@@ -179,9 +184,12 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as err:
         write_figures(trainer)
         fail(str(err), EXIT_INTERRUPTED)
+    except distributed.DistributedError as err:
+        fail(str(err), EXIT_PEER_LOST)
     except ValueError as err:
         fail(str(err))
     write_figures(trainer)
+    distributed.shutdown()
     return 0
 
 
@@ -191,7 +199,7 @@ def write_figures(trainer) -> None:
     from .trainer import batches
 
     config, out = trainer.config, trainer.out
-    if not trainer.history:
+    if not trainer.history or not trainer.group.is_main:
         return
     plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
     x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))

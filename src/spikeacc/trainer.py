@@ -16,7 +16,6 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +26,15 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
-from . import __version__, encoders, methods
+from . import __version__, distributed, encoders, methods
+from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint
+from . import graph
 from .data import DataSplit, dataset_options, load_dataset
 from .models import build
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
 EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
-CHECKPOINT_FORMAT = 2  # 2: networks are ordinary modules (issue 8); format 1 held SpikingNet
 # settings that may change between a run and its --resume
-RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir")
+RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir", "threads")
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,6 +66,7 @@ class TrainConfig:
     data_dir: str | None = None
     limit_train: int | None = None
     limit_test: int | None = None
+    threads: int | None = None  # torch CPU threads per process (None: torch's choice)
     resume: bool = False
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
     encoder_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # encoder kwargs
@@ -77,7 +76,7 @@ class TrainConfig:
         """ValueError naming the first bad setting."""
         for name in ("T", "epochs", "batch_size"):
             _check_positive_int(name, getattr(self, name))
-        for name in ("limit_train", "limit_test"):
+        for name in ("limit_train", "limit_test", "threads"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         if any(int(h) != h or h <= 0 for h in self.hidden):
@@ -150,50 +149,6 @@ def batches(dataset: Dataset, indices: torch.Tensor, batch_size: int) -> Iterato
             yield default_collate([dataset[i] for i in idx.tolist()])
 
 
-def atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Write ``path`` via a temp file in the same directory, fsync, then os.replace:
-    readers see the old file or the new one, never a torn one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def prepare_run_dir(out: Path) -> int:
-    """Create ``out`` and check it can be written (ValueError otherwise), before any
-    training; remove temporary files a killed run left there. Returns how many."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    stale = [p for name in (CHECKPOINT, METRICS) for p in out.glob(f".{name}.*.tmp")]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
-
-
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
@@ -207,12 +162,17 @@ class Trainer:
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print,
                  progress: bool | None = None) -> None:
         config.validate()
-        self.config, self.log, self.progress = config, log, progress
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.group = distributed.setup(resolve_device(config.device))  # one process without torchrun
+        self.device = self.group.device
+        self.config, self.progress = config, progress
+        self.log = log if self.group.is_main else (lambda message: None)
         self.out = Path(config.out)
-        removed = prepare_run_dir(self.out)
-        if removed:
-            self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
-        self.device = resolve_device(config.device)
+        if self.group.is_main:
+            removed = prepare_run_dir(self.out)
+            if removed:
+                self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
@@ -221,6 +181,7 @@ class Trainer:
                          hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
         if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net
             self.method.prepare(self.net)
+        distributed.attach(self.method, self.net, self.group)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(  # a no-op without milestones
             self.optimizer, list(config.lr_milestones), config.lr_gamma)
@@ -230,6 +191,8 @@ class Trainer:
         self.history: list[dict] = []
         self.first_loss: float | None = None  # of the run's first batch (the explosion guard's scale)
         self.position = (0, 0)  # (epoch, batch) being trained
+        self.samples_trained = 0  # by this rank
+        self.samples_per_rank = [0] * self.group.world_size  # gathered at the end of each epoch
         self._check_model_fits()
         if config.resume:
             self._load_checkpoint()
@@ -295,6 +258,7 @@ class Trainer:
             if hasattr(self.method, "stats"):  # e.g. ASF-BP's per-layer k and fit error
                 record["method_stats"] = self.method.stats()
             self.history.append(record)
+            self.samples_per_rank = self.gather_samples()
             try:
                 self._save_checkpoint()
             except BaseException:
@@ -305,25 +269,35 @@ class Trainer:
                      f"acc {record['train_acc']:.2%} | test acc {record['test_acc']:.2%} "
                      f"| {record['epoch_time_s']:.2f}s")
 
+    def global_batches(self) -> list[torch.Tensor]:
+        """This epoch's global batches of training indices (the same on every rank); a last
+        batch with fewer samples than ranks is dropped (a rank would get none)."""
+        order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.shuffle)]
+        chunks = list(order.split(self.config.batch_size))
+        return [c for c in chunks if len(c) >= self.group.world_size]
+
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the (shuffled) training subset: mean loss, accuracy, wall time."""
         self.net.train()
-        order = self.train_idx[torch.randperm(len(self.train_idx), generator=self.shuffle)]
-        n_batches = math.ceil(len(order) / self.config.batch_size)
+        global_batches = self.global_batches()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(batches(self.split.train, order, self.config.batch_size), total=n_batches,
-                   desc=f"epoch {epoch}/{self.config.epochs}", disable=self._no_bar(), leave=False)
+        bar = tqdm(global_batches, desc=f"epoch {epoch}/{self.config.epochs}", disable=self._no_bar(), leave=False)
         start = time.perf_counter()
-        for batch, (x, y) in enumerate(bar, 1):
+        for batch, indices in enumerate(bar, 1):
             self.position = (epoch, batch)
+            x, y = next(batches(self.split.train, indices[self.group.shard(len(indices))], len(indices)))
             x, y = x.to(self.device), y.to(self.device)
+            n_global = self.group.set_batch(len(y))
             try:
                 loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
+            except distributed.DistributedError:
+                raise
             except RuntimeError as err:  # numeric failure inside torch, e.g. an lr that overflows
                 reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise TrainingDiverged(f"training step failed at epoch {epoch}, batch {batch} "
                                        f"({reason}); stopped ({self._last_good()})") from err
-            loss = float(loss)
+            self.samples_trained += len(y)
+            loss = self.group.total(float(loss) * len(y)) / n_global  # the global batch's mean loss
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch}, batch {batch}; stopped "
@@ -334,9 +308,9 @@ class Trainer:
                 raise TrainingDiverged(
                     f"loss exploded to {loss:.3g} at epoch {epoch}, batch {batch} (over {EXPLOSION:g}x the "
                     f"first batch's {self.first_loss:.3g}); stopped ({self._last_good()})")
-            loss_sum += loss * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            loss_sum += loss * n_global
+            correct += int(self.group.total(int((logits.argmax(1) == y).sum())))
+            seen += n_global
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         self._sync()
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -344,21 +318,26 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Test accuracy and mean spikes per sample per hidden layer (method.infer)."""
+        """Test accuracy and mean spikes per sample of every neuron site (method.infer);
+        each rank evaluates its shard of the test subset."""
         self.net.eval()
-        correct, spike_sums = 0, None
+        n_sites = len(graph.of(self.net).sites)
+        totals = torch.zeros(1 + n_sites, dtype=torch.float64)  # correct, spikes per site
         start = time.perf_counter()
-        for x, y in batches(self.split.test, self.test_idx, self.config.batch_size):
+        for x, y in batches(self.split.test, self.test_idx[self.group.shard(len(self.test_idx))],
+                            self.config.batch_size):
             inference = self.method.infer(self.net, self.encoder(x.to(self.device)))
-            correct += int((inference.logits.argmax(1).cpu() == y).sum())
-            sums = [float(counts.sum()) for counts in inference.spike_counts]
-            spike_sums = sums if spike_sums is None else [a + b for a, b in zip(spike_sums, sums)]
+            totals[0] += int((inference.logits.argmax(1).cpu() == y).sum())
+            totals[1:] += torch.tensor([float(counts.sum()) for counts in inference.spike_counts])
         self._sync()
+        totals = self.group.all_reduce_sum(totals.to(self.device)).cpu()
         n = len(self.test_idx)
-        return {"test_acc": correct / n, "spikes_per_sample": [s / n for s in spike_sums or []],
+        return {"test_acc": float(totals[0]) / n, "spikes_per_sample": (totals[1:] / n).tolist(),
                 "eval_time_s": time.perf_counter() - start}
 
     def _no_bar(self) -> bool | None:
+        if not self.group.is_main:
+            return True
         return None if self.progress is None else not self.progress  # None: bar only on a terminal
 
     def _sync(self) -> None:
@@ -371,6 +350,8 @@ class Trainer:
         return f"last good checkpoint: {self.checkpoint_path}, epoch {len(self.history)}"
 
     def _save_checkpoint(self) -> None:
+        if not self.group.is_main:
+            return
         state = {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.record(),
@@ -379,10 +360,12 @@ class Trainer:
             "first_loss": self.first_loss,
             "sample_shape": list(self.split.sample_shape),
             "n_classes": self.split.n_classes,
+            "world_size": self.group.world_size,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
+            "samples_trained": self.samples_per_rank,
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -390,19 +373,11 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_path
-        if not path.is_file():
-            raise ValueError(f"--resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # torch's own message is long and suggests unsafe loading
-            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (torch.load failed: "
-                             f"{type(err).__name__})") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (holds {type(state).__name__})")
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"--resume: {path} has checkpoint format {state.get('format')}, "
-                             f"expected {CHECKPOINT_FORMAT}")
+        state = read_checkpoint(path, self.device)
         self._check_same_config(state["config"], path)
+        if state["world_size"] != self.group.world_size:
+            raise ValueError(f"--resume: {path} was trained by {state['world_size']} process(es), this run has "
+                             f"{self.group.world_size}; resume with the same number (torchrun --nproc_per_node)")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -410,6 +385,8 @@ class Trainer:
             self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
         self.first_loss = state["first_loss"]
+        self.samples_per_rank = list(state["samples_trained"])
+        self.samples_trained = self.samples_per_rank[self.group.rank]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.shuffle.set_state(state["rng"]["shuffle"].cpu())
         if state["rng"]["cuda"] and torch.cuda.is_available():
@@ -423,6 +400,12 @@ class Trainer:
         if changed:
             raise ValueError(f"--resume: settings differ from {path} ({', '.join(changed)}); "
                              "resume with the same settings or choose another --out")
+
+    def gather_samples(self) -> list[int]:
+        """Training samples each rank has processed (a collective: every rank calls it)."""
+        counts = torch.zeros(self.group.world_size, dtype=torch.float64, device=self.device)
+        counts[self.group.rank] = self.samples_trained
+        return [int(c) for c in self.group.all_reduce_sum(counts).tolist()]
 
     def metrics(self, stopped: str | None = None) -> dict:
         """Everything metrics.json records."""
@@ -453,12 +436,15 @@ class Trainer:
                          "python": platform.python_version()},
             "device": str(self.device),
             "device_name": device_name(self.device),
+            "world_size": self.group.world_size,
+            "train_samples_per_rank": self.samples_per_rank,  # as of the last finished epoch
         }
 
     def _write_metrics(self, stopped: str | None = None) -> dict:
         metrics = self.metrics(stopped)
-        text = json.dumps(metrics, indent=2) + "\n"
-        atomic_write(self.out / METRICS, lambda f: f.write(text.encode()))
+        if self.group.is_main:
+            text = json.dumps(metrics, indent=2) + "\n"
+            atomic_write(self.out / METRICS, lambda f: f.write(text.encode()))
         return metrics
 
 

@@ -41,6 +41,7 @@ authors' code also sums over the batch, a mere rescaling) or with cross-entropy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,13 @@ from ..neurons.if_neuron import IF
 from .base import Inference, Inputs, Method, per_sample, replace_grad, run_window, steps_first
 
 LOSSES = ("mse", "ce")
+
+
+Total = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes of a run
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 @dataclass
@@ -81,18 +89,20 @@ class AdaptiveGain:
     def _expand(self, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return k.view(1, -1, *[1] * (like.dim() - 2)) if self.per_channel else k
 
-    def estimate(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> torch.Tensor:
+    def estimate(self, x_acc: torch.Tensor, o_count: torch.Tensor, total: Total = _local) -> torch.Tensor:
         """k_hat = sum O / sum X over elements with X >= O (all elements unless ``masked``);
-        1 where sum X < 1e-3 (as the authors' code), x_acc, o_count [B, ...]."""
+        1 where sum X < 1e-3 (as the authors' code), x_acc, o_count [B, ...]. ``total``
+        sums the two over the processes of a distributed run (the batch is sharded)."""
         if self.per_channel and x_acc.dim() < 2:
             raise ValueError(f"per-channel k needs [B, C, ...] values, got shape {tuple(x_acc.shape)}")
         inside = (x_acc >= o_count).to(x_acc.dtype) if self.masked else torch.ones_like(x_acc)
-        num, den = self._reduce(o_count * inside), self._reduce(x_acc * inside)
+        sums = total(torch.stack([self._reduce(o_count * inside), self._reduce(x_acc * inside)]))
+        num, den = sums[0], sums[1]
         return torch.where(den < 1e-3, torch.ones_like(den), num / den.clamp_min(1e-3))
 
-    def update(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> None:
+    def update(self, x_acc: torch.Tensor, o_count: torch.Tensor, total: Total = _local) -> None:
         """k <- smoothing * k_hat + (1 - smoothing) * k (k starts at 1)."""
-        self.k_hat = self.estimate(x_acc, o_count)
+        self.k_hat = self.estimate(x_acc, o_count, total)
         k_prev = torch.ones_like(self.k_hat) if self.k is None else self.k
         self.k = self.smoothing * self.k_hat + (1.0 - self.smoothing) * k_prev
         self.updates += 1
@@ -102,12 +112,12 @@ class AdaptiveGain:
         k = x_acc.new_ones(()) if self.k is None else self.k.to(x_acc.dtype)
         return self._expand(k, x_acc) * (x_acc > 0).to(x_acc.dtype)
 
-    def record_fit(self, x_acc: torch.Tensor, o_count: torch.Tensor) -> None:
+    def record_fit(self, x_acc: torch.Tensor, o_count: torch.Tensor, total: Total = _local) -> None:
         """fit_error of the k in use on this batch (class docstring)."""
         active = x_acc > 0
         k_x = self.gain(x_acc) * x_acc
-        residual = torch.linalg.vector_norm((o_count - k_x)[active])
-        self.fit_error = float(residual / torch.linalg.vector_norm(o_count[active]).clamp_min(1.0))
+        squares = total(torch.stack([(o_count - k_x)[active].square().sum(), o_count[active].square().sum()]))
+        self.fit_error = float(squares[0].sqrt() / squares[1].sqrt().clamp_min(1.0))
 
     def stats(self, layer: str) -> dict:
         k = 1.0 if self.k is None else self.k.tolist()
@@ -251,7 +261,7 @@ class ASF(Method):
             values.set(program.input, flow.o_in)  # O_0 [B, ...]
         for stage in self._stages(program):
             x_acc = hidden.take(stage.site.input) if stage.site else hidden.compute(stage.index)  # X_l
-            o_est = _estimated(self.gains[stage.name], x_acc, flow.counts[stage.index], update_k)
+            o_est = _estimated(self.gains[stage.name], x_acc, flow.counts[stage.index], update_k, self.reduce_sum)
             hidden.set(stage.index, o_est)
             readout.set(stage.index, o_est)
         return readout.take(program.output) / scale
@@ -287,10 +297,12 @@ class ASF(Method):
         return Inference(readout.take(program.output) / scale, counts)
 
 
-def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool) -> torch.Tensor:
-    """O in forward, k 1[X > 0] dX in backward (k refitted first when ``update_k``)."""
+def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, update_k: bool,
+               total: Total = _local) -> torch.Tensor:
+    """O in forward, k 1[X > 0] dX in backward (k refitted first when ``update_k``; the
+    fit's sums taken over the processes by ``total``)."""
     x_value = x_acc.detach()
     if update_k:
-        gain.update(x_value, o_count)
-    gain.record_fit(x_value, o_count)
+        gain.update(x_value, o_count, total)
+    gain.record_fit(x_value, o_count, total)
     return replace_grad(o_count, gain.gain(x_value) * x_acc)

@@ -121,8 +121,17 @@ class Method:
         """One optimisation step on the batch."""
         optimizer.zero_grad(set_to_none=True)
         loss, logits = self.loss_and_grad(net, x, y)
+        self.before_update()
         optimizer.step()
         return loss, logits
+
+    def before_update(self) -> None:
+        """Called right before every optimiser update (``spikeacc.distributed.attach``
+        makes it average the gradients over the processes)."""
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A batch statistic summed over the processes (itself in one process)."""
+        return tensor
 
     def setup(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
               ) -> tuple[Program, Inputs, CallContext]:

@@ -90,6 +90,7 @@ class OnlineMethod(Method):
             loss_t.backward()
             ctx.clear_statics()  # their graph is spent (and with an update, their parameters are old)
             if optimizer is not None:
+                self.before_update()
                 optimizer.step()
             loss = loss + loss_t.detach()
             logits = logits + out.detach() / self.T

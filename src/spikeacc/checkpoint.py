@@ -1,0 +1,75 @@
+"""The files of a run directory: atomic writes, the directory check before training, and
+reading a checkpoint back (``spikeacc train --resume``, ``spikeacc export``)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+CHECKPOINT_FORMAT = 2  # 2: networks are ordinary modules (issue 8); format 1 held SpikingNet
+
+
+def atomic_write(path: Path, write: Callable[[object], None]) -> None:
+    """Write ``path`` via a temp file in the same directory, fsync, then os.replace:
+    readers see the old file or the new one, never a torn one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def prepare_run_dir(out: Path) -> int:
+    """Create ``out`` and check it can be written (ValueError otherwise), before any
+    training; remove temporary files a killed run left there. Returns how many."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    stale = [p for name in (CHECKPOINT, METRICS) for p in out.glob(f".{name}.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def read_checkpoint(path: Path, map_location: torch.device | str = "cpu", what: str = "--resume") -> dict:
+    """The dict a run saved at ``path``; ValueError (one line, prefixed by ``what``) if the
+    file is missing, is not a spikeacc checkpoint, or has another format."""
+    if not path.is_file():
+        raise ValueError(f"{what}: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch's own message is long and suggests unsafe loading
+        raise ValueError(f"{what}: {path} is not a spikeacc checkpoint (torch.load failed: "
+                         f"{type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: {path} is not a spikeacc checkpoint (holds {type(state).__name__})")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{what}: {path} has checkpoint format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    return state
