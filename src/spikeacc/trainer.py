@@ -161,6 +161,23 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
         os.close(dir_fd)
 
 
+def read_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict:
+    """The state a Trainer saved at ``path``; ValueError (one line) for a missing file, a
+    file that is not a checkpoint, or another checkpoint format."""
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch's own message is long and suggests unsafe loading
+        raise ValueError(f"{path} is not a spikeacc checkpoint (torch.load failed: "
+                         f"{type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a spikeacc checkpoint (holds {type(state).__name__})")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} has checkpoint format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    return state
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -375,18 +392,10 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_path
-        if not path.is_file():
-            raise ValueError(f"--resume: no checkpoint at {path}")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # torch's own message is long and suggests unsafe loading
-            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (torch.load failed: "
-                             f"{type(err).__name__})") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"--resume: {path} is not a spikeacc checkpoint (holds {type(state).__name__})")
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"--resume: {path} has checkpoint format {state.get('format')}, "
-                             f"expected {CHECKPOINT_FORMAT}")
+            state = read_checkpoint(path, self.device)
+        except ValueError as err:
+            raise ValueError(f"--resume: {err}") from None
         self._check_same_config(state["config"], path)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
