@@ -6,7 +6,7 @@
   and its v > v_threshold rule) equals ``spiking_inference`` on networks built so that
   the reset rule never matters, and differs on one where it does: the reason export
   asks for ``allow_lossy``.
-* Refusals are one line.
+* Refusals are one line; the CLI works end to end on a checkpoint trained here.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from torch import nn
 
 from spikeacc import LIF, methods
 from spikeacc import nir as snir
-from spikeacc.models import MLP, ConvNet, SpikingResNet
+from spikeacc.models import MLP, ConvNet, SpikingResNet, build
+from tests.test_cli import in_process, one_error_line
 
 SAMPLE = (1, 8, 8)
 
@@ -464,3 +465,56 @@ def test_load_refuses_a_file_that_is_not_nir(tmp_path):
     with pytest.raises(ValueError) as err:
         snir.load(tmp_path / "x.nir")
     assert f"{tmp_path / 'x.nir'} is not a NIR file" in one_line(err)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+CLI_TINY = ["--epochs", "1", "--T", "2", "--limit-train", "128", "--limit-test", "20", "--hidden", "16"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    root = tmp_path_factory.mktemp("nir-runs")
+    try:
+        for method in ("saf-f", "asf"):
+            assert in_process("train", *CLI_TINY, "--method", method, "--out", str(root / method)) == 0
+    finally:
+        torch.set_default_dtype(previous)
+    return {method: str(root / method / "checkpoint.pt") for method in ("saf-f", "asf")}
+
+
+def test_cli_exports_a_trained_checkpoint(checkpoints, tmp_path, capsys):
+    out = tmp_path / "model.nir"
+    assert in_process("export", "--format", "nir", checkpoints["saf-f"], str(out)) == 2
+    assert "v > v_threshold" in one_error_line(capsys.readouterr().err) and not out.exists()
+    assert in_process("export", "--format", "nir", checkpoints["saf-f"], str(out), "--allow-lossy",
+                      "--dt", "0.5") == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    graph = nir.read(out)
+    assert graph.metadata["method"] == "saf-f" and graph.metadata["dt"] == 0.5 and "lossy" in graph.metadata
+    state = torch.load(checkpoints["saf-f"], weights_only=True)
+    trained = build("mlp", tuple(state["sample_shape"]), state["n_classes"], hidden=state["config"]["hidden"])
+    trained.load_state_dict(state["model"])
+    loaded = snir.load(out, dt=0.5, allow_lossy=True)
+    x = torch.rand(7, *state["sample_shape"])
+    expected, got = methods.spiking_inference(trained, x, 4), methods.spiking_inference(loaded, x, 4)
+    assert torch.equal(got.logits, expected.logits)
+    assert all(torch.equal(a, b) for a, b in zip(got.spike_counts, expected.spike_counts))
+
+
+@pytest.mark.parametrize("source, out, extra, message", [
+    ("asf", "o.nir", [], "trained with method 'asf'"),
+    ("garbage", "o.nir", [], "is not a spikeacc checkpoint"),
+    ("missing", "o.nir", [], "no checkpoint at"),
+    ("saf-f", "no-such-dir/o.nir", [], "cannot write"),
+    ("saf-f", "o.nir", ["--dt", "0"], "--dt: must be a positive finite number"),
+    ("saf-f", "o.nir", ["--format", "onnx"], "invalid choice: 'onnx'"),
+])
+def test_cli_export_errors_are_one_line(source, out, extra, message, checkpoints, tmp_path, capsys):
+    (tmp_path / "garbage").write_bytes(b"not a checkpoint")
+    path = checkpoints.get(source, str(tmp_path / source))
+    assert in_process("export", "--format", "nir", path, str(tmp_path / out), "--allow-lossy", *extra) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line and "weights_only" not in line
