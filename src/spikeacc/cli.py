@@ -1,4 +1,4 @@
-"""Command line: ``spikeacc train ...`` and ``spikeacc bench ...``.
+"""Command line: ``spikeacc train ...``, ``spikeacc export ...`` and ``spikeacc bench ...``.
 
 Errors from bad arguments or bad data files print one line
 ``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf, or exploding) exits 3,
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
 
     parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,bench}")
     train = commands.add_parser("train", help="train one method on one dataset",
                                 formatter_class=DefaultsFormatter, description="Train a spiking network; writes metrics.json, curves.png, "
                                             "raster.png and checkpoint.pt into --out.")
@@ -152,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="option of the dataset's loader, repeatable, e.g. bin_us=1000, channels=2 "
                             "(nmnist), split_by=time, downsample=4 (cifar10-dvs), max_time=1.0, "
                             "binary=true (shd); event data are binned into --T frames")
+    export = commands.add_parser("export", help="write a trained checkpoint in another format (NIR)",
+                                 formatter_class=DefaultsFormatter,
+                                 description="Write the LIF network of a checkpoint as a NIR graph "
+                                             "(spikeacc.nir).")
+    export.add_argument("--format", required=True, choices=["nir"], help="file format")
+    export.add_argument("checkpoint", help="checkpoint.pt written by spikeacc train")
+    export.add_argument("out", help="file to write, e.g. model.nir")
+    export.add_argument("--dt", type=positive_float, default=1.0,
+                        help="time step in NIR's time unit (NIR tau = tau * dt)")
+    export.add_argument("--allow-lossy", action="store_true",
+                        help="write spikeacc's LIF as NIR's LIF although their reset and firing rules differ "
+                             "(the difference is recorded in the file's metadata)")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser
@@ -190,6 +202,18 @@ def run_train(args: argparse.Namespace) -> int:
         fail(str(err))
     write_figures(trainer)
     distributed.shutdown()
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from .nir import export_checkpoint
+
+        nir_graph = export_checkpoint(args.checkpoint, args.out, dt=args.dt, allow_lossy=args.allow_lossy)
+    except (ImportError, ValueError) as err:
+        fail(str(err))
+    print(f"wrote {args.out}: {len(nir_graph.nodes)} NIR nodes, dt={args.dt}"
+          + (" (lossy: see its metadata)" if "lossy" in nir_graph.metadata else ""))
     return 0
 
 
@@ -234,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # everything after "bench" (--help included) goes to the benchmarks
         return run_bench(argv[1:])
-    return run_train(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    return run_export(args) if args.command == "export" else run_train(args)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ from torch import nn  # noqa: E402
 
 from . import graph  # noqa: E402
 from .graph import CallContext  # noqa: E402
-from .methods import BPTT, OTTT, SAFE, SAFF, Method, SpikeRepresentation  # noqa: E402
+from .methods import LIF_METHODS, Method  # noqa: E402
 from .methods.base import Inputs, lif_forward  # noqa: E402
 
-# methods whose network is the LIF network of methods/base.py (its spikes are what they train)
-LIF_METHODS = (BPTT, OTTT, SAFE, SAFF, SpikeRepresentation)
 RASTER_ROWS = 400  # most image rows in a raster
 
 

@@ -11,6 +11,9 @@ from .saf import SAFE, SAFF
 from .sr import SpikeRepresentation
 from .single_spike import SingleSpike
 
+# methods whose network is the LIF network of base.py (its spikes are what they train)
+LIF_METHODS = (BPTT, OTTT, SAFE, SAFF, SpikeRepresentation)
+
 _REGISTRY: dict[str, Callable[..., Method]] = {
     "bptt": BPTT,
     "ottt-o": lambda T, **kw: OTTT(T, variant="o", **kw),
@@ -37,5 +40,5 @@ def get(name: str, T: int, **options) -> Method:
         raise ValueError(f"method {name!r}: {err}") from None
 
 
-__all__ = ["BPTT", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
+__all__ = ["BPTT", "LIF_METHODS", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
            "get", "names", "spiking_inference"]
