@@ -15,4 +15,5 @@ MODULES = [
     "asf",
     "accuracy",
     "regression",
+    "scaling",
 ]

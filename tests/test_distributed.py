@@ -48,7 +48,7 @@ def train_steps(name: str, group: distributed.Group) -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
     for x, y in global_batches():
         part = group.shard(len(y))
-        group.set_batch(len(y[part]))
+        group.set_batch(len(y[part]), len(y))
         method.step(net, optimizer, x[part], y[part])
     stats = method.stats() if hasattr(method, "stats") else []
     return {"weights": {n: p.detach().clone() for n, p in net.named_parameters()}, "stats": stats}

@@ -26,7 +26,7 @@ A user's own loop::
     distributed.attach(method, net, group)
     for x, y in global_batches:                    # the same on every rank
         part = group.shard(len(y))
-        group.set_batch(len(y[part]))
+        group.set_batch(len(y[part]), len(y))
         method.step(net, optimizer, x[part], y[part])
 """
 from __future__ import annotations
@@ -77,18 +77,9 @@ class Group:
                                        "process has probably stopped, see its message") from None
         return tensor
 
-    def total(self, value: float) -> float:
-        """A number summed over the ranks."""
-        if self.world_size == 1:
-            return value
-        return float(self.all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64, device=self.device)))
-
-    def set_batch(self, n_local: int) -> int:
-        """Record this rank's share of the global batch (for ``reduce_gradients``); returns
-        the global batch size."""
-        n_global = int(self.total(n_local))
-        self.batch_weight = n_local / n_global if n_global else 0.0
-        return n_global
+    def set_batch(self, n_local: int, n_global: int) -> None:
+        """Record this rank's share of the global batch (for ``reduce_gradients``)."""
+        self.batch_weight = n_local / n_global
 
     def reduce_gradients(self, parameters) -> None:
         """grad <- sum over ranks of (n_rank / n_global) grad_rank: the gradient of the

@@ -287,7 +287,8 @@ class Trainer:
             self.position = (epoch, batch)
             x, y = next(batches(self.split.train, indices[self.group.shard(len(indices))], len(indices)))
             x, y = x.to(self.device), y.to(self.device)
-            n_global = self.group.set_batch(len(y))
+            n_global = len(indices)
+            self.group.set_batch(len(y), n_global)
             try:
                 loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
             except distributed.DistributedError:
@@ -297,7 +298,9 @@ class Trainer:
                 raise TrainingDiverged(f"training step failed at epoch {epoch}, batch {batch} "
                                        f"({reason}); stopped ({self._last_good()})") from err
             self.samples_trained += len(y)
-            loss = self.group.total(float(loss) * len(y)) / n_global  # the global batch's mean loss
+            summed = self.group.all_reduce_sum(torch.tensor(  # one reduction: loss sum, correct
+                [float(loss) * len(y), float((logits.argmax(1) == y).sum())], dtype=torch.float64, device=self.device))
+            loss = float(summed[0]) / n_global  # the global batch's mean loss
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch}, batch {batch}; stopped "
@@ -309,7 +312,7 @@ class Trainer:
                     f"loss exploded to {loss:.3g} at epoch {epoch}, batch {batch} (over {EXPLOSION:g}x the "
                     f"first batch's {self.first_loss:.3g}); stopped ({self._last_good()})")
             loss_sum += loss * n_global
-            correct += int(self.group.total(int((logits.argmax(1) == y).sum())))
+            correct += int(summed[1])
             seen += n_global
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         self._sync()
