@@ -12,37 +12,49 @@ MB = 2 ** 20
 # MLP 6-5-3 = Sequential(Flatten, Linear "1", LIF, Linear "3"): the hidden Linear costs
 # 6 * 5 = 30 MACs per sample, the readout 5 * 3 = 15.
 HIDDEN, READOUT = 6 * 5, 5 * 3
-EXPECTED_MLP = {
+PER_STEP = {  # static_once=False: the papers' per-step algorithms
     "saf-e": {"1": T * B * HIDDEN, "3": T * B * READOUT},          # one product per step
     "ottt-a": {"1": 2 * T * B * HIDDEN, "3": 2 * T * B * READOUT},  # value + trace paths
     "ottt-o": {"1": 2 * T * B * HIDDEN, "3": 2 * T * B * READOUT},
     "saf-f": {"1": T * B * HIDDEN, "3": B * READOUT},              # readout at t = T only
     "bptt": {"1": T * B * HIDDEN, "3": T * B * READOUT},
 }
+AS_RUN = {  # a static input's first layer once per call (its value at x, scaled by c[t])
+    "saf-e": {"1": B * HIDDEN, "3": T * B * READOUT},
+    "ottt-a": {"1": B * HIDDEN, "3": 2 * T * B * READOUT},  # the trace path is c[t] times the value path
+    "ottt-o": {"1": T * B * HIDDEN, "3": 2 * T * B * READOUT},  # recomputed after each of its T updates
+    "saf-f": {"1": 2 * B * HIDDEN, "3": B * READOUT},  # once without a graph (steps 1..T-1), once with
+    "bptt": {"1": B * HIDDEN, "3": T * B * READOUT},
+}
 
 
-def _mlp_macs(name: str) -> dict[str, int]:
+def _mlp_macs(name: str, static_once: bool = True, step: bool = False) -> dict[str, int]:
     torch.manual_seed(0)
     net = MLP(6, [5], 3)
     x, y = torch.rand(B, 6), torch.tensor([0, 2])
-    method = methods.get(name, T)
+    method = methods.get(name, T, static_once=static_once)
+    if step:
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        return count_macs(lambda: method.step(net, optimizer, x, y))
     return count_macs(lambda: method.loss_and_grad(net, x, y))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_MLP))
+@pytest.mark.parametrize("name", sorted(PER_STEP))
 def test_mlp_macs_match_hand_count(name):
-    assert _mlp_macs(name) == EXPECTED_MLP[name]
+    step = name == "ottt-o"  # its per-step updates happen in step()
+    assert _mlp_macs(name, static_once=False, step=step) == PER_STEP[name]
+    assert _mlp_macs(name, step=step) == AS_RUN[name]
 
 
-def test_saf_e_does_half_of_otttas_forward_macs():
-    assert sum(_mlp_macs("saf-e").values()) * 2 == sum(_mlp_macs("ottt-a").values())
+def test_saf_e_does_half_of_otttas_forward_macs_per_step():
+    assert sum(_mlp_macs("saf-e", False).values()) * 2 == sum(_mlp_macs("ottt-a", False).values())
 
 
 def test_conv_macs_use_kernel_fan_in_and_skip_pooling():
     torch.manual_seed(0)
     net = ConvNet((1, 4, 4), (2,), 3)  # conv3x3 "0" 1->2 on 4x4, avgpool2, linear "4" 8->3
     x, y = torch.rand(B, 1, 4, 4), torch.tensor([1, 0])
-    method = methods.get("saf-e", T)
+    method = methods.get("saf-e", T, static_once=False)
     macs = count_macs(lambda: method.loss_and_grad(net, x, y))
     assert macs == {"0": T * B * (2 * 4 * 4) * 9, "4": T * B * 3 * 8}
 
@@ -56,7 +68,7 @@ def test_functional_weighted_ops_are_named_after_their_module():
     net = nn.Sequential(ScaledWSConv2d(1, 2, 3, padding=1), LIF(), nn.Flatten(), nn.Linear(2 * 16, 3))
     x, y = torch.rand(B, 1, 4, 4), torch.tensor([1, 0])
     macs = count_macs(lambda: methods.get("bptt", T).loss_and_grad(net, x, y))
-    assert macs == {"0": T * B * (2 * 4 * 4) * 9, "3": T * B * 3 * 32}
+    assert macs == {"0": B * (2 * 4 * 4) * 9, "3": T * B * 3 * 32}  # the input's conv once
 
 
 def test_counting_stops_after_the_block():

@@ -1,7 +1,7 @@
 """A user's network read as a spiking graph: tracing (``trace.py``), the op table
 (``ops.py``) and the program the methods run (``program.py``)."""
-from .ops import IDENTITY, Bias, CallContext, observe
-from .program import DATA, INPUT, OP, SITE, Pass, Program, Site, of
+from .ops import IDENTITY, Bias, observe
+from .program import DATA, INPUT, OP, SITE, CallContext, Pass, Program, Site, of
 from .trace import NEURON_TYPES, GraphError
 
 __all__ = ["DATA", "IDENTITY", "INPUT", "NEURON_TYPES", "OP", "SITE", "Bias", "CallContext",

@@ -55,22 +55,6 @@ class Bias:
 IDENTITY = Bias()
 
 
-class CallContext:
-    """What one method call shares across its passes: the batch size, the dropout masks
-    (drawn once per call, so every time step and every pass sees the same ones) and the
-    values of static nodes (keyed by node and grad mode, so that a value computed under
-    no_grad is never reused where gradients are needed; ``clear_statics`` after the
-    parameters change)."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.masks: dict[int, torch.Tensor] = {}
-        self.statics: dict[tuple[int, bool], Any] = {}
-
-    def clear_statics(self) -> None:
-        self.statics.clear()
-
-
 # --- observers (profiling.count_macs) ----------------------------------------------------
 
 _OBSERVERS: list[Callable[[str, torch.Tensor, int], None]] = []
@@ -104,7 +88,7 @@ class Op:
     def __init__(self, fn: Callable, name: str, index: int) -> None:
         self.fn, self.name, self.index = fn, name, index
 
-    def __call__(self, args: tuple, kwargs: dict, bias: Bias, ctx: CallContext) -> Any:
+    def __call__(self, args: tuple, kwargs: dict, bias: Bias, ctx) -> Any:
         return self.fn(*args, **kwargs)
 
     def not_affine_now(self) -> str | None:

@@ -27,7 +27,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
-from .ops import IDENTITY, Bias, CallContext, Op, is_meta, make_op, method_caller
+from .ops import IDENTITY, Bias, Op, is_meta, make_op, method_caller
 from .trace import NEURON_TYPES, GraphError, trace
 
 INPUT, SITE, STATIC, META, OP = "input", "site", "static", "meta", "op"
@@ -91,6 +91,7 @@ class Program:
             self.nodes.append(node)
         self.input = next(n.index for n in self.nodes if n.kind == INPUT)
         self.sources_of = self._sources()
+        self.input_only = {n.index for n in self.nodes if n.kind == OP and self.sources_of[n.index] == {self.input}}
         self.users = [0] * len(self.nodes)  # consumers of each node's value: nodes, and the caller of the output
         for node in self.nodes:
             for i in node.refs:
@@ -194,6 +195,64 @@ def _fetch(net: nn.Module, target: str) -> Any:
 
 # --- passes ---------------------------------------------------------------------------------
 
+class CallContext:
+    """What one method call shares across its passes.
+
+    * ``batch``; the dropout masks (drawn once per call, so every time step and every
+      pass sees the same ones);
+    * the values of static nodes (keyed by node and grad mode, so that a value computed
+      under no_grad is never reused where gradients are needed; ``clear_statics`` once
+      their graph is spent or the parameters change);
+    * ``static_input``: x [B, ...] when the same input is fed at every step. The ops that
+      read only the input (``Program.input_only``) are then evaluated once per call, at x
+      with unscaled constant terms (``unit_value``), and a pass whose input is s x with
+      constant terms scaled by s takes s times those values (``Pass.set_input``). With
+      ``leaves`` (methods that backpropagate every step), those values enter the passes
+      as leaves; ``flush`` sends their accumulated gradients through the one product
+      (call it before an update), ``clear_input_values`` after the parameters change.
+    """
+
+    def __init__(self, batch: int, static_input: torch.Tensor | None = None, leaves: bool = False) -> None:
+        self.batch, self.static_input, self.leaves = batch, static_input, leaves
+        self.masks: dict[int, torch.Tensor] = {}
+        self.statics: dict[tuple[int, bool], Any] = {}
+        self.units: dict[tuple[int, bool], Any] = {}
+        self._unit_passes: dict[bool, Pass] = {}
+        self._graphs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (value with graph, its leaf)
+
+    def clear_statics(self) -> None:
+        self.statics.clear()
+
+    def unit_value(self, program: Program, index: int) -> torch.Tensor:
+        """The value of input-only node ``index`` at the static input, constant terms unscaled."""
+        grad = torch.is_grad_enabled()
+        key = (index, grad)
+        if key not in self.units:
+            if grad not in self._unit_passes:
+                unit = Pass(program, self)
+                unit.set(program.input, self.static_input)
+                self._unit_passes[grad] = unit
+            value = self._unit_passes[grad].get(index)
+            if self.leaves and grad and value.requires_grad:
+                leaf = value.detach().requires_grad_()
+                self._graphs.append((value, leaf))
+                value = leaf
+            self.units[key] = value
+        return self.units[key]
+
+    def flush(self) -> None:
+        """Backpropagate the gradients accumulated in the leaves through their products."""
+        for value, leaf in self._graphs:
+            if leaf.grad is not None:
+                value.backward(leaf.grad, retain_graph=True)
+                leaf.grad = None
+
+    def clear_input_values(self) -> None:
+        self.units.clear()
+        self._unit_passes.clear()
+        self._graphs.clear()
+
+
 class Pass:
     """One evaluation of the network's ops with given source values (module docstring).
 
@@ -208,6 +267,15 @@ class Pass:
         self.values: list[Any] = [None] * len(program.nodes)
         self.steps: list[int] = [1] * len(program.nodes)
         self.unread = list(program.users)
+        self.input_scale: float | None = None  # the input is input_scale * ctx.static_input
+
+    def set_input(self, value: torch.Tensor, scale: float | None = None, steps: int = 1) -> None:
+        """The input's value. ``scale``: the value is scale * ctx.static_input; where this
+        pass's constant terms are scaled alike, the input-only ops then take scale times
+        their once-per-call values instead of running (CallContext)."""
+        self.set(self.program.input, value, steps)
+        same_scale = self.bias.value == scale and self.bias.grad in (None, scale)
+        self.input_scale = scale if same_scale and self.ctx.static_input is not None else None
 
     def take(self, index: int) -> Any:
         """``get`` for the caller's own use of a value (a site's input, the output)."""
@@ -238,6 +306,10 @@ class Pass:
             return statics[key]
         if node.kind in (INPUT, SITE):
             raise RuntimeError(f"spikeacc: the value of source {node.name!r} was not set")
+        if self.input_scale is not None and index in self.program.input_only:
+            value = self.ctx.unit_value(self.program, index)
+            self.values[index] = value if self.input_scale == 1.0 else self.input_scale * value
+            return self.values[index]
         if node.kind == META:
             value = node.call(*self._resolve(node, self.get))
         else:

@@ -182,7 +182,7 @@ def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron:
     o_in: torch.Tensor | float = 0.0
     for start in range(0, T, chunk):
         steps = min(chunk, T - start)
-        x, x_steps = inputs.window(start, steps, static_once=True)
+        x, x_steps = inputs.window(start, steps, static_once=ctx.static_input is not None)
         o_in = o_in + (steps * x if x_steps == 1 else steps_first(x, steps).sum(0))
         run_window(program, ctx, x, x_steps, steps, lambda site, current: run(neuron, site.index, current),
                    pools, output=False, keep=False)
@@ -258,7 +258,7 @@ class ASF(Method):
         scale = self.neuron.v_th * self.T
         hidden, readout = Pass(program, ctx, Bias(float(self.T))), Pass(program, ctx, Bias(scale))
         for values in (hidden, readout):
-            values.set(program.input, flow.o_in)  # O_0 [B, ...]
+            values.set_input(flow.o_in, float(self.T))  # O_0 = T x for a static x [B, ...]
         for stage in self._stages(program):
             x_acc = hidden.take(stage.site.input) if stage.site else hidden.compute(stage.index)  # X_l
             o_est = _estimated(self.gains[stage.name], x_acc, flow.counts[stage.index], update_k, self.reduce_sum)
@@ -290,7 +290,7 @@ class ASF(Method):
         flow = self.forward_flow(program, ctx, inputs)
         scale = self.neuron.v_th * self.T
         readout = Pass(program, ctx, Bias(scale))
-        readout.set(program.input, flow.o_in)
+        readout.set_input(flow.o_in, float(self.T))
         for stage in self._stages(program):
             readout.set(stage.index, flow.counts[stage.index])
         counts = [per_sample(flow.counts[site.index]) for site in program.sites]

@@ -99,6 +99,8 @@ class Method:
 
     name: str = ""
     any_op: bool = False
+    static_once: bool = True  # a static input's input-only ops once per call (CallContext)
+    per_step_backward: bool = False  # one backward per time step (the online methods)
 
     def __init__(self, T: int) -> None:
         if int(T) != T or T <= 0:
@@ -143,7 +145,8 @@ class Method:
         inputs = Inputs(x, self.T, net, program)
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
-        return program, inputs, CallContext(inputs.batch)
+        static = inputs.x if inputs.static and self.static_once else None
+        return program, inputs, CallContext(inputs.batch, static, leaves=self.per_step_backward)
 
 
 def per_sample(values: torch.Tensor) -> torch.Tensor:
@@ -173,7 +176,8 @@ def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int
     input) is broadcast to S steps where needed (no copy at a neuron).
     """
     values = Pass(program, ctx)
-    values.set(program.input, x, x_steps)
+    static = x_steps == 1 and x is ctx.static_input  # the input-only ops once per call, not per window
+    values.set_input(x, 1.0 if static else None, x_steps)
     stages = {site.index: site for site in program.sites}
     outputs = {}
     for index in sorted({*stages, *(replace or {})}):
@@ -203,7 +207,7 @@ def lif_forward(program: Program, inputs: Inputs, ctx: CallContext) -> tuple[lis
     """The real LIF network over all T steps (one product per op for the whole window):
     spikes of every site [T, B, ...] and the output per step o[t], [T, B, K].
     Differentiable (BPTT)."""
-    merged, steps = inputs.window(0, inputs.T, static_once=False)
+    merged, steps = inputs.window(0, inputs.T, static_once=ctx.static_input is not None)
     spikes, per_step = run_window(program, ctx, merged, steps, inputs.T, lif_fire)
     return [spikes[site.index] for site in program.sites], per_step
 
@@ -230,7 +234,7 @@ def spiking_inference(net: nn.Module, x: torch.Tensor, T: int, readout: str = "m
     """Run the weights as a real LIF spiking network (what neuromorphic hardware runs)."""
     program = graph.of(net)
     inputs = Inputs(x, T, net, program)
-    spikes, per_step = lif_forward(program, inputs, CallContext(inputs.batch))
+    spikes, per_step = lif_forward(program, inputs, CallContext(inputs.batch, inputs.x if inputs.static else None))
     return Inference(readout_logits(per_step, readout, readout_leak(program)), spike_counts(spikes))
 
 

@@ -10,6 +10,8 @@ leak (with one shared leak, the usual case, one sum per source).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,7 @@ class Leaks:
     (SAF's reset term lam V_th A[t-1])."""
 
     def __init__(self, program: Program, own: bool = False) -> None:
+        self.input = program.input
         self.site = {site.index: site.module.lam for site in program.sites}
         self.readout = readout_leak(program)
         self.hidden = sorted(set(self.site.values()))
@@ -48,13 +51,19 @@ def accumulate(previous: Sums, source: int, value: torch.Tensor, leaks: Leaks, i
         into[(source, lam)] = value if old is None else lam * old + value
 
 
-def publish(sums: Sums, source: int, leaks: Leaks, passes: dict[float, Pass], readout: Pass | None) -> None:
-    """Set the source's sums as its value in the pass of each leak (and the readout's)."""
+def publish(sums: Sums, source: int, leaks: Leaks, passes: dict[float, Pass], readout: Pass | None,
+            input_scale: Callable[[float], float] | None = None) -> None:
+    """Set the source's sums as its value in the pass of each leak (and the readout's).
+    ``input_scale(lam)``: the input's sum with leak lam is that times the static input
+    (``Pass.set_input``)."""
     for lam in leaks.of_source[source]:
-        if lam in passes:
-            passes[lam].set(source, sums[(source, lam)])
-        if readout is not None and lam == leaks.readout:
-            readout.set(source, sums[(source, lam)])
+        targets = ([passes[lam]] if lam in passes else []) + ([readout] if readout is not None and lam == leaks.readout
+                                                                 else [])
+        for target in targets:
+            if source == leaks.input:
+                target.set_input(sums[(source, lam)], None if input_scale is None else input_scale(lam))
+            else:
+                target.set(source, sums[(source, lam)])
 
 
 class OnlineMethod(Method):
@@ -67,6 +76,7 @@ class OnlineMethod(Method):
     """
 
     update_every_step = False
+    per_step_backward = True
 
     def start(self, program: Program) -> object:
         raise NotImplementedError
@@ -90,10 +100,13 @@ class OnlineMethod(Method):
             loss_t.backward()
             ctx.clear_statics()  # their graph is spent (and with an update, their parameters are old)
             if optimizer is not None:
+                ctx.flush()
                 self.before_update()
                 optimizer.step()
+                ctx.clear_input_values()
             loss = loss + loss_t.detach()
             logits = logits + out.detach() / self.T
+        ctx.flush()
         return loss, logits
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

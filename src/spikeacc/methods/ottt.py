@@ -54,9 +54,12 @@ class OTTT(OnlineMethod):
         new_traces: Sums = {}
 
         def emit(source: int, spikes: torch.Tensor) -> None:
-            value.set(source, spikes)
+            if source == program.input:
+                value.set_input(spikes, 1.0)
+            else:
+                value.set(source, spikes)
             accumulate(state.traces, source, spikes, leaks, new_traces)
-            publish(new_traces, source, leaks, traces, readout)
+            publish(new_traces, source, leaks, traces, readout, lambda lam: accumulation_weight(lam, t + 1))
 
         emit(program.input, inputs.at(t))
         spikes = []

@@ -46,7 +46,7 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 
     def emit(source: int, value: torch.Tensor) -> None:
         accumulate(previous, source, value, leaks, sums)
-        publish(sums, source, leaks, passes, None)
+        publish(sums, source, leaks, passes, None, lambda lam: accumulation_weight(lam, t + 1))
 
     emit(program.input, x_t)
     spikes = []
@@ -76,18 +76,23 @@ def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inp
     return sums, counts
 
 
-def readout_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, bias: Bias) -> Pass:
-    """A pass for the readout: its sources' sums with lambda_out."""
+def readout_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, bias: Bias,
+                 input_scale: float) -> Pass:
+    """A pass for the readout: its sources' sums with lambda_out (the input's is
+    ``input_scale`` times a static input)."""
     readout = Pass(program, ctx, bias)
     for source in program.sources_of[program.output]:
-        readout.set(source, sums[(source, leaks.readout)])
+        if source == program.input:
+            readout.set_input(sums[(source, leaks.readout)], input_scale)
+        else:
+            readout.set(source, sums[(source, leaks.readout)])
     return readout
 
 
 def weighted_readout(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, T: int) -> torch.Tensor:
     """R[T] / c[T]: the readout of the weighted firing rate, [B, K]."""
     c_T = accumulation_weight(leaks.readout, T)
-    return readout_pass(program, ctx, leaks, sums, Bias(c_T)).take(program.output) / c_T
+    return readout_pass(program, ctx, leaks, sums, Bias(c_T), c_T).take(program.output) / c_T
 
 
 @dataclass
@@ -108,8 +113,8 @@ class SAFE(OnlineMethod):
     def forward_step(self, program: Program, ctx: CallContext, inputs: Inputs, t: int, state: SAFEState):
         leaks = state.leaks
         sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, state.sums)
-        bias = Bias(accumulation_weight(leaks.readout, t + 1), grad=1.0)
-        r_t = readout_pass(program, ctx, leaks, sums, bias).take(program.output)  # R[t]
+        c_t = accumulation_weight(leaks.readout, t + 1)
+        r_t = readout_pass(program, ctx, leaks, sums, Bias(c_t, grad=1.0), c_t).take(program.output)  # R[t]
         out = r_t if state.readout_prev is None else r_t - leaks.readout * state.readout_prev
         state.sums = {key: value.detach() for key, value in sums.items()}
         state.readout_prev = r_t.detach()

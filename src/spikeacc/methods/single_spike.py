@@ -98,7 +98,7 @@ class SingleSpike(Method):
             neuron = neurons[site.index]
             return (neuron.reference(current) if self.sequential else neuron(current))[0]
 
-        x, x_steps = inputs.window(0, self.T, static_once=True)
+        x, x_steps = inputs.window(0, self.T, static_once=ctx.static_input is not None)
         spikes, out = run_window(program, ctx, x, x_steps, self.T, fire)  # out [T, B, K]
         logits = readout(out.flatten(2)).view(out.shape[1:])
         return [spikes[site.index] for site in program.sites], logits

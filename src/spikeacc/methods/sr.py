@@ -37,7 +37,7 @@ class SpikeRepresentation(Method):
         with torch.no_grad():
             sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
             rates = {key: acc / accumulation_weight(key[1], self.T) for key, acc in sums.items()}
-            logits = readout_pass(program, ctx, leaks, rates, IDENTITY).take(program.output)
+            logits = readout_pass(program, ctx, leaks, rates, IDENTITY, 1.0).take(program.output)
         return Inference(logits, counts)
 
 
@@ -45,7 +45,7 @@ def representation_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: 
     """Logits [B, K] of the ANN-like pass on weighted rates, whose backward is SR's."""
     passes = {lam: Pass(program, ctx) for lam in leaks.hidden}  # I_avg = L(rates) + b
     readout = Pass(program, ctx)
-    publish(rates_of(sums, program.input, leaks, T), program.input, leaks, passes, readout)
+    publish(rates_of(sums, program.input, leaks, T), program.input, leaks, passes, readout, lambda lam: 1.0)
     for site in program.sites:
         v_th = site.module.v_th
         i_avg = passes[leaks.site[site.index]].take(site.input)
