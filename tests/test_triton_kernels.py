@@ -12,9 +12,13 @@ import torch
 import triton
 
 from spikeacc import LIF, kernels, methods
+from spikeacc.kernels import first_spike as first_spike_kernels
 from spikeacc.kernels import lif as lif_kernels
+from spikeacc.kernels.first_spike import fused_first_spike
 from spikeacc.kernels.lif import fused_lif
 from spikeacc.models import MLP
+from spikeacc.neurons.single_spike import (
+    _FirstSpike, first_spike, sequential_single_spike, single_spike_lif)
 from spikeacc.neurons.surrogate import SURROGATES, derivative
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -25,6 +29,12 @@ def test_triton_is_the_pinned_one_and_interprets_without_a_gpu():
     assert triton.__version__ == "3.7.1"
     if DEVICE == "cpu":
         assert os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.fixture
+def kernels_everywhere(monkeypatch):
+    """spikeacc.kernels.mode = "all": CPU tensors take the kernels too (interpreter)."""
+    monkeypatch.setattr(kernels, "mode", "all")
 
 
 def lif_grads(run, current, weights):
@@ -187,6 +197,7 @@ def test_mode_decides_which_tensors_take_a_kernel(monkeypatch):
     current = make_current(False).requires_grad_(True)
     monkeypatch.setattr(kernels, "mode", "all")
     assert type(LIF().run(current).grad_fn).__name__ == "_FusedLIFBackward"
+    assert type(first_spike(current, 1.0, 10.0).grad_fn).__name__ == "_FusedFirstSpikeBackward"
     assert type(LIF().run(current.double()).grad_fn).__name__ != "_FusedLIFBackward"  # float64: reference
     monkeypatch.setattr(kernels, "mode", "off")
     assert not kernels.wanted(current)
@@ -214,4 +225,79 @@ def test_bptt_and_spiking_inference_through_the_kernel(static, monkeypatch):
                         *[p.grad.clone() for p in net.parameters()]])
     assert results[1][3].sum() > 0  # spike counts of the hidden layer: it fires
     for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def first_spike_cases() -> torch.Tensor:
+    """Membranes [T, B, N] with neurons that never fire, fire at t = 0 (and again later:
+    only the first crossing counts), fire only at t = T-1, touch the threshold exactly,
+    and random ones."""
+    gen = torch.Generator().manual_seed(3)
+    v_mem = 1.3 * torch.rand(T, B, N, generator=gen)
+    v_mem[:, :, 0] = 0.5  # never
+    v_mem[:, :, 1] = 0.9
+    v_mem[0, :, 1] = 1.2  # at t = 0
+    v_mem[3, :, 1] = 1.1  # crosses again later: silent
+    v_mem[:, :, 2] = 0.8
+    v_mem[-1, :, 2] = 1.05  # at t = T-1 only
+    v_mem[:, :, 3] = 0.4
+    v_mem[2, :, 3] = 1.0  # exactly at threshold: fires (H(0) = 1)
+    return v_mem.to(DEVICE)
+
+
+def test_first_spike_kernel_equals_first_spike_function():
+    v_mem, weights = first_spike_cases(), spike_weights()
+    spikes, grad = first_spike_grads(fused_first_spike, v_mem, weights)
+    spikes_ref, grad_ref = first_spike_grads(_FirstSpike.apply, v_mem, weights)
+    assert spikes_ref[:, :, 0].sum() == 0
+    assert spikes_ref[0, :, 1].eq(1).all() and spikes_ref[1:, :, 1].sum() == 0
+    assert spikes_ref[-1, :, 2].eq(1).all() and spikes_ref[:-1, :, 2].sum() == 0
+    assert spikes_ref[2, :, 3].eq(1).all()
+    assert torch.equal(spikes, spikes_ref)
+    assert (grad_ref != 0).all()
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)
+
+
+def first_spike_grads(fn, v_mem: torch.Tensor, weights: torch.Tensor):
+    """Spikes of fn(v_mem, threshold 1, scale 10) and d sum(spikes * weights) / d v_mem."""
+    leaf = v_mem.clone().requires_grad_(True)
+    spikes = fn(leaf, 1.0, 10.0)
+    (spikes * weights).sum().backward()
+    return spikes.detach(), leaf.grad
+
+
+def test_first_spike_kernel_blocks_split_the_neurons(monkeypatch):
+    monkeypatch.setattr(first_spike_kernels, "BLOCK", 64)  # four programs, the last holding 8 neurons
+    v_mem, weights = first_spike_cases(), spike_weights()
+    spikes, grad = first_spike_grads(fused_first_spike, v_mem, weights)
+    spikes_ref, grad_ref = first_spike_grads(_FirstSpike.apply, v_mem, weights)
+    assert torch.equal(spikes, spikes_ref)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_first_spike_kernel_low_precision_accumulates_in_float32(dtype):
+    v_mem, weights = first_spike_cases().to(dtype), spike_weights(dtype)
+    spikes, grad = first_spike_grads(fused_first_spike, v_mem, weights)
+    spikes_ref, grad_ref = first_spike_grads(_FirstSpike.apply, v_mem.float(), weights.float())
+    assert spikes.dtype == grad.dtype == dtype
+    assert torch.equal(spikes.float(), spikes_ref)
+    torch.testing.assert_close(grad.float(), grad_ref, rtol=1e-2, atol=1e-2)
+
+
+def test_single_spike_layer_through_the_kernel_equals_sequential(kernels_everywhere):
+    gen = torch.Generator().manual_seed(4)
+    current = (0.5 * torch.rand(T, B, N, generator=gen) - 0.05).to(DEVICE)
+    current[:, :, 0] = -0.1  # never fires
+    current[0, :, 1] = 1.5  # fires at t = 0
+    weights = [spike_weights(), spike_weights().flip(0)]
+    results = []
+    for layer in (single_spike_lif, sequential_single_spike):
+        leaf = current.clone().requires_grad_(True)
+        spikes, v_mem = layer(leaf, 0.8, 1.0, 10.0)
+        ((spikes * weights[0]).sum() + (v_mem * weights[1]).sum()).backward()
+        results.append([spikes.detach(), v_mem.detach(), leaf.grad])
+    assert 0 < results[1][0].sum() < B * N
+    assert torch.equal(results[0][0], results[1][0])
+    for got, want in zip(results[0][1:], results[1][1:]):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

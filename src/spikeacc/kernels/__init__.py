@@ -1,4 +1,5 @@
-"""Fused Triton kernels for the neurons' time loops (``lif.py``: multi-step LIF).
+"""Fused Triton kernels for the neurons' time loops (``lif.py``: multi-step LIF,
+``first_spike.py``: the single-spike first crossing).
 
 Which tensors take a kernel is decided by ``mode``:
 
@@ -9,7 +10,7 @@ Which tensors take a kernel is decided by ``mode``:
 
 Only float32, float16 and bfloat16 tensors take a kernel (float32 arithmetic inside);
 float64 keeps the reference. This package imports triton only when a kernel runs
-(``spikeacc.kernels.lif`` imports it), so importing spikeacc never
+(``spikeacc.kernels.lif`` and ``first_spike`` import it), so importing spikeacc never
 does, and a test can still set ``TRITON_INTERPRET`` first.
 """
 from __future__ import annotations
