@@ -59,3 +59,101 @@ def test_blocks_on_cuda_equal_sequential_on_cpu():
     assert results[1][0].sum(0).max() > 1
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-8)
+
+
+# The fused Triton kernels (spikeacc.kernels): compiled on the GPU (tests/conftest.py sets
+# TRITON_INTERPRET only without one), against the reference loops on the CPU, float32.
+# Multiples of 1/32 with lam = 0.5 keep every membrane exact in float32, so spikes match
+# bit for bit whatever the GPU's rounding order (fused multiply-add); 3000 neurons span
+# three programs of 1024.
+KERNEL_SHAPE = (8, 6, 500)  # [T, B, N]
+
+
+def _dyadic_current(expanded: bool) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(5)
+    T, B, N = KERNEL_SHAPE
+    drive = torch.round(32 * (1.6 * torch.rand(1 if expanded else T, B, N, generator=gen) - 0.2)) / 32
+    return drive.expand(T, B, N)
+
+
+def _spikes_and_grad(run, current: torch.Tensor, weights: torch.Tensor, device: str):
+    """run(current) on ``device`` and the gradient of sum(spikes * weights) w.r.t. the
+    current, or its one step when the current is expanded over T (stride 0)."""
+    expanded = current.stride(0) == 0
+    leaf = (current[0] if expanded else current).to(device).requires_grad_(True)
+    spikes = run(leaf.expand(current.shape) if expanded else leaf)
+    (spikes * weights.to(device)).sum().backward()
+    return spikes, leaf.grad
+
+
+def test_kernels_compile_for_the_gpu():
+    import triton
+    from spikeacc.kernels import first_spike, lif
+    for kernel in (lif._lif_forward, lif._lif_backward, first_spike._first_spike_forward,
+                   first_spike._first_spike_backward):
+        assert isinstance(kernel, triton.runtime.JITFunction), "TRITON_INTERPRET is set: unset it for the GPU"
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "atan", "fast_sigmoid", "rect"])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("expanded", [False, True])
+def test_lif_kernel_on_cuda_equals_reference_on_cpu(surrogate, detach_reset, expanded):
+    from spikeacc import LIF
+    lif = LIF(surrogate=surrogate, detach_reset=detach_reset)
+    current = _dyadic_current(expanded)
+    weights = torch.randn(KERNEL_SHAPE, generator=torch.Generator().manual_seed(6))
+    spikes_gpu, grad_gpu = _spikes_and_grad(lif.run, current, weights, "cuda")
+    spikes_cpu, grad_cpu = _spikes_and_grad(lif.run, current, weights, "cpu")
+    assert type(spikes_gpu.grad_fn).__name__ == "_FusedLIFBackward"  # the kernel ran
+    assert 0 < spikes_cpu.mean() < 0.7
+    assert torch.equal(spikes_gpu.detach().cpu(), spikes_cpu.detach())
+    assert (grad_cpu != 0).any()
+    torch.testing.assert_close(grad_gpu.cpu(), grad_cpu, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lif_kernel_low_precision_on_cuda_equals_float32_on_cpu(dtype):
+    from spikeacc import LIF
+    lif = LIF()
+    current = _dyadic_current(False)  # exact in both dtypes
+    weights = torch.randn(KERNEL_SHAPE, generator=torch.Generator().manual_seed(7)).to(dtype)
+    spikes_gpu, grad_gpu = _spikes_and_grad(lif.run, current.to(dtype), weights, "cuda")
+    spikes_cpu, grad_cpu = _spikes_and_grad(lif.run, current, weights.float(), "cpu")
+    assert spikes_gpu.dtype == grad_gpu.dtype == dtype
+    assert torch.equal(spikes_gpu.detach().float().cpu(), spikes_cpu.detach())
+    torch.testing.assert_close(grad_gpu.float().cpu(), grad_cpu, rtol=1e-2, atol=1e-2)
+
+
+def test_first_spike_kernel_on_cuda_equals_reference_on_cpu():
+    from spikeacc.neurons.single_spike import sequential_single_spike, single_spike_lif
+    gen = torch.Generator().manual_seed(8)
+    T, B, N = KERNEL_SHAPE
+    current = 0.5 * torch.rand(T, B, N, generator=gen) - 0.05
+    current[:, :, 0] = -0.1  # never fires
+    current[0, :, 1] = 1.5  # fires at t = 0
+    weights = torch.randn(2, T, B, N, generator=gen)
+    results = []
+    for device, layer in (("cuda", single_spike_lif), ("cpu", sequential_single_spike)):
+        x = current.to(device).requires_grad_(True)
+        spikes, v_mem = layer(x, 0.8, 1.0, 10.0)
+        ((spikes * weights[0].to(device)).sum() + (v_mem * weights[1].to(device)).sum()).backward()
+        results.append([spikes.detach().cpu(), v_mem.detach().cpu(), x.grad.cpu()])
+    assert 0 < results[1][0].sum() < B * N
+    assert torch.equal(results[0][0], results[1][0])
+    for got, want in zip(results[0][1:], results[1][1:]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bptt_float32_through_the_kernel_on_cuda_equals_cpu():
+    torch.manual_seed(0)
+    net = MLP(64, [32], 10)
+    x = 3 * torch.rand(8, 64)
+    y = torch.randint(0, 10, (8,))
+    net_gpu = copy.deepcopy(net).cuda()
+    method = methods.get("bptt", T=4)
+    loss_cpu, logits_cpu = method.loss_and_grad(net, x, y)
+    loss_gpu, logits_gpu = method.loss_and_grad(net_gpu, x.cuda(), y.cuda())
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_gpu.cpu(), logits_cpu, rtol=1e-5, atol=1e-5)
+    for p_cpu, p_gpu in zip(net.parameters(), net_gpu.parameters()):
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-5, atol=1e-5)

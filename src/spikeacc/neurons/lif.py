@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import kernels
 from .surrogate import check_surrogate, spike
 
 
@@ -67,7 +68,14 @@ class LIF(nn.Module):
         return v_mem, self.fire(v_mem)
 
     def run(self, current: torch.Tensor) -> torch.Tensor:
-        """All T steps from rest: current [T, B, ...] -> spikes [T, B, ...]."""
+        """All T steps from rest: current [T, B, ...] -> spikes [T, B, ...].
+
+        A fused Triton kernel (``spikeacc.kernels.lif``) where ``spikeacc.kernels.wanted``
+        says so (CUDA float32/float16/bfloat16 tensors when triton imports), else this
+        loop over ``step``, the reference."""
+        if kernels.wanted(current):
+            from ..kernels.lif import fused_lif  # imports triton: only once a kernel runs
+            return fused_lif(current, self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset)
         v_mem = torch.zeros_like(current[0])
         spike_t = torch.zeros_like(current[0])
         spikes = []

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .. import kernels
 from .surrogate import check_surrogate, derivative, spike
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
@@ -237,7 +238,12 @@ class _FirstSpike(torch.autograd.Function):
 def first_spike(v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:
     """S = 1[cumsum(cumsum(H(V - threshold))) == 1] over dim 0, straight-through z -> S
     (Eq. 3 of the paper). v_mem [T, B, ...] -> spikes [T, B, ...] (at most one 1 per
-    neuron and sample)."""
+    neuron and sample). A fused Triton kernel (``spikeacc.kernels.first_spike``) where
+    ``spikeacc.kernels.wanted`` says so (CUDA float32/float16/bfloat16 tensors when triton
+    imports), else ``_FirstSpike``."""
+    if kernels.wanted(v_mem):
+        from ..kernels.first_spike import fused_first_spike  # imports triton: only once a kernel runs
+        return fused_first_spike(v_mem, threshold, scale)
     return _FirstSpike.apply(v_mem, float(threshold), float(scale))
 
 
