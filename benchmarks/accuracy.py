@@ -15,6 +15,8 @@ of the issues that need training rather than timing:
   latency code at T = 100, trainable decays; paper: 89.05 +- 0.23% after 140 epochs with
   augmentation): 20 epochs here, Adam 1e-3 divided by 10 after epoch 15 (the authors'
   first milestone), no augmentation; target >= 88.5%.
+* amp: Fashion-MNIST, MLP 784-800-10, T = 6, 5 epochs, BPTT and SAF-F with and without
+  ``--amp`` (bfloat16 autocast of the products): within 0.5 points of float32.
 * asf_poisson: ASF-BP with the authors' input (Poisson, rate |x|/2) and configuration
   (spiking pooling at 0.75, strict thresholds) on Fashion-MNIST with LeNet-5, beside
   BPTT on the same network, input and T (20).
@@ -47,6 +49,7 @@ GROUPS = {
                        lr=1e-3, lr_milestones=(15,), method="single-spike", encoder="latency",
                        encoder_options=[("rounding", "floor"), ("x_silent", None)],
                        method_options=[("trainable_decay", True)])],
+    "amp": [dict(FASHION, method=m, amp=amp) for m in ("bptt", "saf-f") for amp in (False, True)],
     "asf_poisson": [dict(dataset="fashion-mnist", model="lenet5", T=20, epochs=5, batch_size=64, lr=8.5e-4,
                          encoder="poisson", encoder_options=[("scale", 0.5)], method=m,
                          method_options=options)
@@ -64,7 +67,7 @@ def run_group(group: str, out: Path, quick: bool) -> list[dict]:
         rows.append({key: metrics[key] for key in (
             "method", "dataset", "model", "hidden", "T", "lr", "epochs_done", "encoder", "test_acc",
             "final_test_acc", "epoch_time_s", "spikes_per_sample", "peak_memory_mib", "method_options",
-            "encoder_options", "lr_milestones")})
+            "encoder_options", "lr_milestones", "amp")})
     return rows
 
 
@@ -79,6 +82,12 @@ def targets(group: str, rows: list[dict]) -> list[common.Target]:
     if group in ("fashion", "digits"):
         gap = acc["asf"] - acc["bptt"]
         checks.append(common.Target(f"{group}: asf - bptt (points)", ">= -2", gap, gap >= -2))
+    if group == "amp":
+        for method in ("bptt", "saf-f"):
+            full, half = (100 * r["final_test_acc"] for r in sorted(
+                (r for r in rows if r["method"] == method), key=lambda r: r["amp"]))
+            checks.append(common.Target(f"{method}: --amp - float32 test accuracy (points)", ">= -0.5",
+                                        half - full, half - full >= -0.5))
     if group == "single100":
         checks.append(common.Target("single-spike, T=100, trainable decay: test accuracy (%)", ">= 88.5",
                                     acc["single-spike"], acc["single-spike"] >= 88.5))
@@ -92,6 +101,10 @@ def targets(group: str, rows: list[dict]) -> list[common.Target]:
     return checks
 
 
+def label(row: dict) -> str:
+    return row["method"] + (" --amp" if row["amp"] else "")
+
+
 def options_text(options: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in options.items()) or "-"
 
@@ -100,7 +113,7 @@ def markdown(group: str, rows: list[dict], checks: list[common.Target], machine:
     table = common.markdown_table(
         ["method", "options", "dataset", "model", "T", "Adam lr", "epochs", "encoder", "test acc per epoch (%)",
          "final (%)", "s / epoch (mean)", "spikes / sample per neuron site", "peak RSS (MiB)"],
-        [[r["method"], options_text(r["method_options"]), r["dataset"], f"{r['model']} {r['hidden']}", r["T"],
+        [[label(r), options_text(r["method_options"]), r["dataset"], f"{r['model']} {r['hidden']}", r["T"],
           f"{r['lr']:.3g}" + (f" (x0.1 after {r['lr_milestones']})" if r["lr_milestones"] else ""),
           r["epochs_done"], r["encoder"] + (f" {options_text(r['encoder_options'])}" if r["encoder_options"] else ""),
           " ".join(f"{100 * a:.2f}" for a in r["test_acc"]), f"{100 * r['final_test_acc']:.2f}",
@@ -136,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         name = f"accuracy_{group}" + ("_quick" if args.quick else "")
         payload = {"group": group, "machine": machine, "rows": rows, "targets": checks}
         common.write_results(out, name, payload, markdown(group, rows, checks, machine))
-        plot_comparison({r["method"]: r["test_acc"] for r in rows}, out / f"{name}.png",
+        plot_comparison({label(r): r["test_acc"] for r in rows}, out / f"{name}.png",
                         f"{rows[0]['dataset']}, {rows[0]['model']} {rows[0]['hidden']}, T={rows[0]['T']}")
         for check in checks:
             print(check.line())
-        print(json.dumps({r["method"]: round(100 * r["final_test_acc"], 2) for r in rows}))
+        print(json.dumps({label(r): round(100 * r["final_test_acc"], 2) for r in rows}))
     return status

@@ -67,6 +67,7 @@ class TrainConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     threads: int | None = None  # torch CPU threads per process (None: torch's choice)
+    amp: bool = False  # bfloat16 autocast of the products (neuron state stays float32)
     resume: bool = False
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
     encoder_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # encoder kwargs
@@ -290,7 +291,8 @@ class Trainer:
             n_global = len(indices)
             self.group.set_batch(len(y), n_global)
             try:
-                loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
+                with self._autocast():
+                    loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
             except distributed.DistributedError:
                 raise
             except RuntimeError as err:  # numeric failure inside torch, e.g. an lr that overflows
@@ -329,7 +331,8 @@ class Trainer:
         start = time.perf_counter()
         for x, y in batches(self.split.test, self.test_idx[self.group.shard(len(self.test_idx))],
                             self.config.batch_size):
-            inference = self.method.infer(self.net, self.encoder(x.to(self.device)))
+            with self._autocast():
+                inference = self.method.infer(self.net, self.encoder(x.to(self.device)))
             totals[0] += int((inference.logits.argmax(1).cpu() == y).sum())
             totals[1:] += torch.tensor([float(counts.sum()) for counts in inference.spike_counts])
         self._sync()
@@ -337,6 +340,10 @@ class Trainer:
         n = len(self.test_idx)
         return {"test_acc": float(totals[0]) / n, "spikes_per_sample": (totals[1:] / n).tolist(),
                 "eval_time_s": time.perf_counter() - start}
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 autocast with --amp (a no-op without)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
     def _no_bar(self) -> bool | None:
         if not self.group.is_main:

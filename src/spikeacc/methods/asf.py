@@ -50,6 +50,7 @@ from torch import nn
 from ..graph import OP, SITE, Bias, CallContext, Pass, Program, Site
 from ..graph.ops import is_avgpool
 from ..neurons.if_neuron import IF
+from ..neurons.surrogate import state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad, run_window, steps_first
 
 LOSSES = ("mse", "ce")
@@ -301,6 +302,7 @@ def _estimated(gain: AdaptiveGain, x_acc: torch.Tensor, o_count: torch.Tensor, u
                total: Total = _local) -> torch.Tensor:
     """O in forward, k 1[X > 0] dX in backward (k refitted first when ``update_k``; the
     fit's sums taken over the processes by ``total``)."""
+    x_acc = state_precision(x_acc)
     x_value = x_acc.detach()
     if update_k:
         gain.update(x_value, o_count, total)

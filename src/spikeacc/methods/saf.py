@@ -32,6 +32,7 @@ from torch import nn
 
 from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
+from ..neurons.surrogate import state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
@@ -52,7 +53,7 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
     spikes = []
     for site in program.sites:
         lam, neuron = leaks.site[site.index], site.module
-        u_hat = passes[lam].take(site.input)  # L(A_sources[t]) + c[t] b
+        u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
         acc_prev = previous.get((site.index, lam))
         spike = neuron.fire(u_hat if acc_prev is None else u_hat - lam * neuron.v_th * acc_prev)
         if sr_surrogate:

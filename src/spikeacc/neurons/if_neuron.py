@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .surrogate import state_precision
+
 
 @dataclass(frozen=True)
 class IF:
@@ -48,6 +50,7 @@ class IF:
         (None: from rest, v = 0)."""
         if current.dim() < 2:
             raise ValueError(f"IF.run needs current [steps, batch, ...], got shape {tuple(current.shape)}")
+        current = state_precision(current)
         v_mem = torch.zeros_like(current[0]) if v_mem is None else v_mem.clone()
         spikes = torch.empty_like(current)
         compare = torch.gt if self.strict else torch.ge

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import kernels
-from .surrogate import check_surrogate, spike
+from .surrogate import check_surrogate, spike, state_precision
 
 
 class LIF(nn.Module):
@@ -64,7 +64,7 @@ class LIF(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: returns (v_mem[t], spike[t]) from v_mem[t-1], spike[t-1], I[t]."""
         reset = spike_prev.detach() if self.detach_reset else spike_prev
-        v_mem = self.lam * (v_mem - self.v_th * reset) + current
+        v_mem = self.lam * (v_mem - self.v_th * reset) + state_precision(current)
         return v_mem, self.fire(v_mem)
 
     def run(self, current: torch.Tensor) -> torch.Tensor:
@@ -76,6 +76,7 @@ class LIF(nn.Module):
         if kernels.wanted(current):
             from ..kernels.lif import fused_lif  # imports triton: only once a kernel runs
             return fused_lif(current, self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset)
+        current = state_precision(current)
         v_mem = torch.zeros_like(current[0])
         spike_t = torch.zeros_like(current[0])
         spikes = []

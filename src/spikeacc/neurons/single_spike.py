@@ -46,7 +46,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .. import kernels
-from .surrogate import check_surrogate, derivative, spike
+from .surrogate import check_surrogate, derivative, spike, state_precision
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
@@ -299,10 +299,12 @@ class SingleSpikeLIF(nn.Module):
 
     def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """current [T, B, ...] -> (spikes [T, B, ...], membrane without reset [T, B, ...])."""
+        current = state_precision(current)
         return single_spike_lif(current, self.beta.to(current.dtype), self.threshold, self.scale, self.form)
 
     def reference(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same layer by the sequential loop (``sequential_single_spike``)."""
+        current = state_precision(current)
         return sequential_single_spike(current, self.beta.to(current.dtype), self.threshold, self.scale)
 
 
@@ -371,4 +373,5 @@ class LeakyReadout(nn.Module):
         return self.beta_raw.clamp(0.0, 1.0)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
+        current = state_precision(current)
         return readout_logits(current, self.beta.to(current.dtype), self.reduce, self.form)

@@ -91,6 +91,13 @@ class _SpikeFn(torch.autograd.Function):
         return derivative(ctx.name, x, ctx.alpha).mul_(grad_out), None, None
 
 
+def state_precision(current: torch.Tensor) -> torch.Tensor:
+    """A neuron's input in the precision its state is kept in: float16/bfloat16 currents
+    (autocast's products, ``spikeacc train --amp``) are promoted to float32, so membranes
+    do not accumulate in 8 bits of mantissa; spikes (0/1) are exact in either."""
+    return current.float() if current.dtype in (torch.float16, torch.bfloat16) else current
+
+
 def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
     """H(x) forward, surrogate derivative backward. x = u - V_th."""
     return _SpikeFn.apply(x, name, alpha)
