@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.metadata
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from types import SimpleNamespace
@@ -358,22 +359,28 @@ def measure(group: Group, device: torch.device, repeats: int, warmup: int) -> li
                   "library": contender.library, "version": version(contender.library),
                   "method": contender.method, "check": checks.get(contender.label)}
         if contender in kept:
-            record["peak_step_bytes"] = step_peak_memory(contender.step, device)
+            record["peak_step_bytes"] = second_peak(contender.step, device)
+            record["peak_grad_bytes"] = second_peak(contender.loss_and_grad, device,
+                                                    partial(contender.net.zero_grad, set_to_none=True))
             if group.timed:
                 record |= {"step_seconds": seconds[contender.label],
-                           "step_median_s": median(seconds[contender.label])}
+                           "step_median_s": median(seconds[contender.label]),
+                           "step_min_s": min(seconds[contender.label])}
         records.append(record)
     return records
 
 
-def step_peak_memory(step: Callable[[], None], device: torch.device) -> int:
-    """``peak_memory`` of the second of two steps. On a CPU torch learns a block's size only
-    while profiling and forgets it only when it sees the free, so a first profiled step
-    misjudges the frees of blocks allocated while it was off (not counted, or counted with
-    the stale size of an earlier block at that address: 7.2 or 4.8 MiB for the same ANN
-    step here). The first step also allocates the optimiser's state."""
-    peak_memory(step, device)
-    return peak_memory(step, device)
+def second_peak(fn: Callable[[], object], device: torch.device, prepare: Callable[[], None] = lambda: None) -> int:
+    """``peak_memory`` of the second of two calls of ``fn``, ``prepare`` run unprofiled before
+    each. On a CPU torch learns a block's size only while profiling and forgets it only when
+    it sees the free, so a first profiled call misjudges the frees of blocks allocated while
+    it was off (not counted, or counted with the stale size of an earlier block at that
+    address: 7.2 or 4.8 MiB for the same ANN step here). A first step also allocates the
+    optimiser's state."""
+    prepare()
+    peak_memory(fn, device)
+    prepare()
+    return peak_memory(fn, device)
 
 
 def verdict(check: dict) -> str:
@@ -468,10 +475,11 @@ RATIOS = [
           ("ottt", "mlp", 6, "spikingjelly", "ottt"), "step_median_s", 0.7),
     Ratio("SAF-F step T=8 / one step of the same-size ANN, MLP", ("saf-f vs ann", "mlp", 8, "spikeacc", "saf-f"),
           ("saf-f vs ann", "mlp", 8, "torch", "ann"), "step_median_s", 1.5),
-    Ratio("BPTT peak step memory, MLP T=32, spikeacc / snnTorch", ("bptt memory", "mlp", 32, "spikeacc", "bptt"),
-          ("bptt memory", "mlp", 32, "snntorch", "bptt"), "peak_step_bytes", 1.0),
-    *(Ratio(f"{name} peak step memory, MLP, T=32 / T=4", ("online memory", "mlp", 32, "spikeacc", name),
-            ("online memory", "mlp", 4, "spikeacc", name), "peak_step_bytes", 1.1) for name in ONLINE),
+    Ratio("BPTT peak memory of loss and gradient, MLP T=32, spikeacc / snnTorch",
+          ("bptt memory", "mlp", 32, "spikeacc", "bptt"), ("bptt memory", "mlp", 32, "snntorch", "bptt"),
+          "peak_grad_bytes", 1.0),
+    *(Ratio(f"{name} peak memory of loss and gradient, MLP, T=32 / T=4", ("online memory", "mlp", 32, "spikeacc", name),
+            ("online memory", "mlp", 4, "spikeacc", name), "peak_grad_bytes", 1.1) for name in ONLINE),
 ]
 
 
@@ -500,16 +508,19 @@ def unmeasured_reason(index: dict[Key, dict], ratio: Ratio) -> str:
 
 
 def markdown(payload: dict) -> str:
-    settings, records = payload["settings"], payload["results"]
+    settings, records, load = payload["settings"], payload["results"], payload["load_average_1min"]
     peers = ", ".join(f"{name} {v}" for name, v in payload["peers"].items()) or "none installed"
     lines = [f"# Benchmark: spikeacc against SpikingJelly and snnTorch "
              f"({'quick smoke run' if settings['quick'] else 'full run'})", "",
-             f"Machine: {machine_line(payload['machine'])}.", "",
+             f"Machine: {machine_line(payload['machine'])}; load average (1 min) {load['start']:.1f} at the "
+             f"start, {load['end']:.1f} at the end.", "",
              f"Peers: {peers}." + "".join(f" Skipped {name}: {why}." for name, why in payload["missing"].items()), "",
              f"One step: zero_grad, loss and gradient, Adam (lr {LEARNING_RATE}) on one random batch of "
              f"1x28x28 images in [0, 1] (seed {SEED}); {settings['warmup']} warm-up steps, then the median "
              f"of {settings['repeats']} steps taken round-robin over the group's libraries. Peak memory: "
-             "extra bytes allocated during one step (the second of two profiled ones), "
+             "extra bytes allocated during one step, and during the loss and gradient alone (from "
+             "gradients set to None; the memory targets use this one, the optimiser's temporaries "
+             "would hide the methods' own), each the second of two profiled calls, "
              "`spikeacc.profiling.peak_memory`, for every library. "
              f"MLP 784-{settings['hidden']}-10 (batch {settings['mlp_batch']}), ConvNet {settings['channels']} "
              f"(batch {settings['conv_batch']}). Checks: loss and every gradient on the initial weights, "
@@ -517,7 +528,8 @@ def markdown(payload: dict) -> str:
              "## Targets", ""]
     lines += [f"- {t.line()}" for t in payload["targets"]] + [f"- {line}" for line in payload["unmeasured"]]
     lines += ["", "## Step time and peak memory", "", markdown_table(
-        ["comparison", "model", "T", "batch", "library", "method", "step (ms)", "first row ÷ this", "peak step (MiB)"],
+        ["comparison", "model", "T", "batch", "library", "method", "step median (ms)", "min (ms)", "first row ÷ this",
+         "peak step (MiB)", "peak loss and gradient (MiB)"],
         [row(r, records) for r in records])]
     checked = [r for r in records if r["check"]]
     lines += ["", "## Gradient checks", "", markdown_table(
@@ -530,14 +542,21 @@ def markdown(payload: dict) -> str:
 
 
 def row(record: dict, records: list[dict]) -> list:
-    """A table row; the ratio is the group's first record's step time over this one's."""
+    """A table row; the ratio is the group's first record's median step time over this one's."""
     first = next(r for r in records if r["comparison"] == record["comparison"] and r["T"] == record["T"]
                  and r["model"] == record["model"])
     step = record.get("step_median_s")
     ratio = f"{first['step_median_s'] / step:.2f}" if step and record is not first else ""
-    peak = record.get("peak_step_bytes")
+    peaks = [f"{record[key] / MB:.2f}" if key in record else "not run" for key in ("peak_step_bytes", "peak_grad_bytes")]
     return [record["comparison"], record["model"], record["T"], record["batch"], record["library"], record["method"],
-            f"{step * 1e3:.1f}" if step else "", ratio, f"{peak / MB:.2f}" if peak is not None else "not run"]
+            f"{step * 1e3:.1f}" if step else "", f"{record['step_min_s'] * 1e3:.1f}" if step else "", ratio, *peaks]
+
+
+def summary(group: Group, records: list[dict]) -> str:
+    """One line per group: step time and peak memory of the loss and gradient per library."""
+    parts = [f"{r['library']} {r['method']} " + (f"{r['step_median_s'] * 1e3:.1f} ms, " if "step_median_s" in r else "")
+             + (f"{r['peak_grad_bytes'] / MB:.1f} MiB" if "peak_grad_bytes" in r else "not run") for r in records]
+    return f"[{NAME}] {group.comparison} {group.model} T={group.T} (step, loss-and-gradient memory): " + ", ".join(parts)
 
 
 def build_parser():
@@ -552,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or (1 if args.quick else 21)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+    load_before = os.getloadavg()
     peers, missing = import_peers()
     for library, why in missing.items():
         print(f"[{NAME}] skip {library}: cannot import it ({why}); pip install --no-deps {library} "
@@ -560,10 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     for build_group in plan(sizes, peers, device):
         group = build_group()
         records += measure(group, device, repeats, warmup)
-        print(f"[{NAME}] {group.comparison} {group.model} T={group.T}: " + ", ".join(
-            f"{r['library']} {r['method']} " + (f"{r['step_median_s'] * 1e3:.1f} ms, " if "step_median_s" in r else "")
-            + (f"{r['peak_step_bytes'] / MB:.1f} MiB" if "peak_step_bytes" in r else "not run")
-            for r in records[-len(group.contenders):]), flush=True)
+        print(summary(group, records[-len(group.contenders):]), flush=True)
     found, unmeasured = targets(records)
     payload = {
         "benchmark": NAME, "machine": machine(device),
@@ -571,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"quick": args.quick, "repeats": repeats, "warmup": warmup, "seed": SEED,
                      "optimizer": f"Adam(lr={LEARNING_RATE})", "tolerance": TOLERANCE, "hidden": sizes.hidden,
                      "channels": list(sizes.channels), "mlp_batch": sizes.mlp_batch, "conv_batch": sizes.conv_batch},
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         "results": records, "targets": found, "unmeasured": unmeasured, "notes": NOTES,
     }
     json_path, md_path = write_results(output_dir(args), NAME, payload, markdown(payload))
