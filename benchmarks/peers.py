@@ -6,7 +6,8 @@ loss and every parameter gradient must agree first (relative error <= 1e-5, floa
 then one optimisation step (zero_grad, loss and gradient, Adam) of every library is timed
 round-robin (median of the repeats) and its peak memory measured with
 ``spikeacc.profiling.peak_memory``. A peer that disagrees is reported and not timed; a
-peer that is not installed is skipped with one line (the rest still runs).
+peer that is not installed is skipped with one line and the rest still runs
+(``pip install --no-deps spikingjelly snntorch loguru`` installs them and keeps torch).
 
 Comparisons: BPTT against SpikingJelly's multi-step network (MLP T = 4, 8; ConvNet T = 4)
 and snnTorch's loop over T (MLP T = 4, 8; peak memory at T = 32); OTTT-A against
@@ -72,9 +73,9 @@ NOTES = [
     "a constant input, uses c[t] delta[t]. The compared (and target) SpikingJelly run is fed "
     "[x, c[t] x] (a spike tensor and its trace, its own interface), so its first-layer weight "
     "gradient is spikeacc's and it computes the same products; the check weights its per-step "
-    "hidden-bias gradients by c[t]. The run fed plain x as its examples do ('plain input') computes "
-    "one product fewer per step in the first layer; it is timed for information and checked with "
-    "its first-layer weight gradients weighted by c[t] too.",
+    "hidden-bias gradients by c[t]. The run fed plain x, as SpikingJelly's `OTTTSpikingVGG` takes its "
+    "images ('plain input'), computes one product fewer per step in the first layer; it is timed for "
+    "information and checked with its first-layer weight gradients weighted by c[t] too.",
     "ANN: Linear-ReLU-Linear of the same sizes with the same weights on the same batch, CE loss; a "
     "different network, so it is timed without a gradient check.",
 ]
@@ -106,6 +107,7 @@ def import_snntorch() -> SimpleNamespace:
 
 
 PEERS = {"spikingjelly": import_spikingjelly, "snntorch": import_snntorch}
+INSTALL = {"spikingjelly": "spikingjelly loguru", "snntorch": "snntorch"}  # SpikingJelly 2.0 imports loguru
 
 
 def import_peers() -> tuple[dict[str, SimpleNamespace], dict[str, str]]:
@@ -508,24 +510,8 @@ def unmeasured_reason(index: dict[Key, dict], ratio: Ratio) -> str:
 
 
 def markdown(payload: dict) -> str:
-    settings, records, load = payload["settings"], payload["results"], payload["load_average_1min"]
-    peers = ", ".join(f"{name} {v}" for name, v in payload["peers"].items()) or "none installed"
-    lines = [f"# Benchmark: spikeacc against SpikingJelly and snnTorch "
-             f"({'quick smoke run' if settings['quick'] else 'full run'})", "",
-             f"Machine: {machine_line(payload['machine'])}; load average (1 min) {load['start']:.1f} at the "
-             f"start, {load['end']:.1f} at the end.", "",
-             f"Peers: {peers}." + "".join(f" Skipped {name}: {why}." for name, why in payload["missing"].items()), "",
-             f"One step: zero_grad, loss and gradient, Adam (lr {LEARNING_RATE}) on one random batch of "
-             f"1x28x28 images in [0, 1] (seed {SEED}); {settings['warmup']} warm-up steps, then the median "
-             f"of {settings['repeats']} steps taken round-robin over the group's libraries. Peak memory: "
-             "extra bytes allocated during one step, and during the loss and gradient alone (from "
-             "gradients set to None; the memory targets use this one, the optimiser's temporaries "
-             "would hide the methods' own), each the second of two profiled calls, "
-             "`spikeacc.profiling.peak_memory`, for every library. "
-             f"MLP 784-{settings['hidden']}-10 (batch {settings['mlp_batch']}), ConvNet {settings['channels']} "
-             f"(batch {settings['conv_batch']}). Checks: loss and every gradient on the initial weights, "
-             f"max |peer - spikeacc| / max |spikeacc| <= {TOLERANCE:g} per tensor.", "",
-             "## Targets", ""]
+    records = payload["results"]
+    lines = [*header(payload), "## Targets", ""]
     lines += [f"- {t.line()}" for t in payload["targets"]] + [f"- {line}" for line in payload["unmeasured"]]
     lines += ["", "## Step time and peak memory", "", markdown_table(
         ["comparison", "model", "T", "batch", "library", "method", "step median (ms)", "min (ms)", "first row ÷ this",
@@ -541,13 +527,35 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def header(payload: dict) -> list[str]:
+    """Title, machine and load, peers, and how everything was measured."""
+    settings, load = payload["settings"], payload["load_average_1min"]
+    peers = ", ".join(f"{name} {v}" for name, v in payload["peers"].items()) or "none installed"
+    return [f"# Benchmark: spikeacc against SpikingJelly and snnTorch "
+            f"({'quick smoke run' if settings['quick'] else 'full run'})", "",
+            f"Machine: {machine_line(payload['machine'])}; load average (1 min) {load['start']:.1f} at the "
+            f"start, {load['end']:.1f} at the end.", "",
+            f"Peers: {peers}." + "".join(f" Skipped {name}: {why}." for name, why in payload["missing"].items()), "",
+            f"One step: zero_grad, loss and gradient, Adam (lr {LEARNING_RATE}) on one random batch of "
+            f"1x28x28 images in [0, 1] (seed {SEED}); {settings['warmup']} warm-up steps, then the median "
+            f"of {settings['repeats']} steps taken round-robin over the group's libraries. Peak memory: "
+            "extra bytes allocated during one step, and during the loss and gradient alone (from "
+            "gradients set to None; the memory targets use this one, the optimiser's temporaries "
+            "would hide the methods' own), each the second of two profiled calls, "
+            "`spikeacc.profiling.peak_memory`, for every library. "
+            f"MLP 784-{settings['hidden']}-10 (batch {settings['mlp_batch']}), ConvNet {settings['channels']} "
+            f"(batch {settings['conv_batch']}). Checks: loss and every gradient on the initial weights, "
+            f"max |peer - spikeacc| / max |spikeacc| <= {TOLERANCE:g} per tensor.", ""]
+
+
 def row(record: dict, records: list[dict]) -> list:
     """A table row; the ratio is the group's first record's median step time over this one's."""
     first = next(r for r in records if r["comparison"] == record["comparison"] and r["T"] == record["T"]
                  and r["model"] == record["model"])
     step = record.get("step_median_s")
     ratio = f"{first['step_median_s'] / step:.2f}" if step and record is not first else ""
-    peaks = [f"{record[key] / MB:.2f}" if key in record else "not run" for key in ("peak_step_bytes", "peak_grad_bytes")]
+    peaks = [f"{record[key] / MB:.2f}" if key in record else "not run"
+             for key in ("peak_step_bytes", "peak_grad_bytes")]
     return [record["comparison"], record["model"], record["T"], record["batch"], record["library"], record["method"],
             f"{step * 1e3:.1f}" if step else "", f"{record['step_min_s'] * 1e3:.1f}" if step else "", ratio, *peaks]
 
@@ -556,7 +564,8 @@ def summary(group: Group, records: list[dict]) -> str:
     """One line per group: step time and peak memory of the loss and gradient per library."""
     parts = [f"{r['library']} {r['method']} " + (f"{r['step_median_s'] * 1e3:.1f} ms, " if "step_median_s" in r else "")
              + (f"{r['peak_grad_bytes'] / MB:.1f} MiB" if "peak_grad_bytes" in r else "not run") for r in records]
-    return f"[{NAME}] {group.comparison} {group.model} T={group.T} (step, loss-and-gradient memory): " + ", ".join(parts)
+    head = f"[{NAME}] {group.comparison} {group.model} T={group.T} (step, loss-and-gradient memory)"
+    return f"{head}: " + ", ".join(parts)
 
 
 def build_parser():
@@ -574,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     peers, missing = import_peers()
     for library, why in missing.items():
-        print(f"[{NAME}] skip {library}: cannot import it ({why}); pip install --no-deps {library} "
+        print(f"[{NAME}] skip {library}: cannot import it ({why}); pip install --no-deps {INSTALL[library]} "
               "(see the README) to compare against it", flush=True)
     records = []
     for build_group in plan(sizes, peers, device):

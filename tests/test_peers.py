@@ -70,7 +70,8 @@ def test_a_peer_that_disagrees_is_reported_and_not_timed(capsys):
     with torch.no_grad():
         other[3].bias[0] += 1.0  # another network: another loss
     reference = peers.spikeacc_method("bptt", net, 4, x, y)
-    impostor = peers.Contender("spikingjelly", "bptt", other, peers.spikeacc_method("bptt", other, 4, x, y).loss_and_grad)
+    other_loss = peers.spikeacc_method("bptt", other, 4, x, y).loss_and_grad
+    impostor = peers.Contender("spikingjelly", "bptt", other, other_loss)
     group = peers.Group("bptt", "mlp", 4, 3, [reference, impostor])
     records = peers.measure(group, torch.device("cpu"), repeats=1, warmup=0)
     assert "DISAGREE: not timed" in capsys.readouterr().out
