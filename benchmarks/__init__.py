@@ -16,4 +16,5 @@ MODULES = [
     "accuracy",
     "regression",
     "scaling",
+    "peers",
 ]
