@@ -16,5 +16,7 @@ MODULES = [
     "accuracy",
     "regression",
     "scaling",
+    "compiled",
     "peers",
+    "gpu",
 ]

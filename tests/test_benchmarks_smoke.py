@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import saf_family
 from benchmarks.__main__ import main
@@ -62,3 +63,10 @@ def test_unknown_benchmark_is_a_clear_error(capsys):
         main(["no_such_benchmark"])
     assert exit_info.value.code == 2
     assert "unknown benchmark no_such_benchmark" in capsys.readouterr().err
+
+
+def test_gpu_command_without_cuda_says_so_and_measures_nothing(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: python -m benchmarks gpu measures it")
+    assert main(["gpu"]) == 0
+    assert "no CUDA device: nothing measured" in capsys.readouterr().out

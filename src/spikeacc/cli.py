@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "none given: $SPIKEACC_DATA, then the dataset's system path")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
     train.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
+    train.add_argument("--compile", action="store_true",
+                       help="run the neuron dynamics under torch.compile (compiled once per shape; "
+                            "falls back to eager with a warning if compiling fails)")
     train.add_argument("--amp", action="store_true",
                        help="mixed precision: bfloat16 autocast of the products (CPU and CUDA); neuron "
                             "state stays float32")

@@ -68,6 +68,7 @@ class TrainConfig:
     limit_test: int | None = None
     threads: int | None = None  # torch CPU threads per process (None: torch's choice)
     amp: bool = False  # bfloat16 autocast of the products (neuron state stays float32)
+    compile: bool = False  # neuron dynamics under torch.compile
     resume: bool = False
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
     encoder_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # encoder kwargs
@@ -177,7 +178,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
-        self.method = methods.get(config.method, T=config.T, **dict(config.method_options))
+        self.method = methods.get(config.method, T=config.T, compile=config.compile, **dict(config.method_options))
         self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
                          hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
         if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net

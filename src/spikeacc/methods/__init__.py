@@ -30,19 +30,20 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-def get(name: str, T: int, static_once: bool = True, **options) -> Method:
+def get(name: str, T: int, static_once: bool = True, compile: bool = False, **options) -> Method:
     """Build the method ``name`` for T time steps (ValueError for an unknown name).
 
     ``static_once=False`` evaluates the ops that read only a static input at every step,
     as the papers' per-step algorithms do (the same results; the benchmarks count the
-    per-step MACs with it)."""
+    per-step MACs with it). ``compile=True`` runs the neuron dynamics under torch.compile
+    (``spikeacc.compiling``)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
     try:
         method = _REGISTRY[name](T=T, **options)
     except TypeError as err:  # an option the method does not take
         raise ValueError(f"method {name!r}: {err}") from None
-    method.static_once = bool(static_once)
+    method.static_once, method.compile = bool(static_once), bool(compile)
     return method
 
 

@@ -159,7 +159,7 @@ class Flow:
 
 @torch.no_grad()
 def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron: IF,
-                     chunk: int | None = None, pool_neuron: IF | None = None) -> Flow:
+                     chunk: int | None = None, pool_neuron: IF | None = None, compiled: bool = False) -> Flow:
     """Run the IF network for T steps without a graph and accumulate its Flow.
 
     Time is processed in windows of ``chunk`` steps (None: all T at once); inside a
@@ -174,7 +174,7 @@ def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron:
     counts: dict[int, torch.Tensor] = {}
 
     def run(if_neuron: IF, index: int, current: torch.Tensor) -> torch.Tensor:
-        spikes, v_mems[index] = if_neuron.run(current, v_mems.get(index))  # [S, B, ...]
+        spikes, v_mems[index] = if_neuron.run(current, v_mems.get(index), compiled)  # [S, B, ...]
         counts[index] = counts[index] + spikes.sum(0) if index in counts else spikes.sum(0)
         return spikes
 
@@ -252,7 +252,7 @@ class ASF(Method):
 
     def forward_flow(self, program: Program, ctx: CallContext, inputs: Inputs) -> Flow:
         """The no-graph T-step simulation of this method's network."""
-        return accumulated_flow(program, ctx, inputs, self.neuron, self.chunk, self.pool_neuron)
+        return accumulated_flow(program, ctx, inputs, self.neuron, self.chunk, self.pool_neuron, self.compile)
 
     def equivalent_network(self, program: Program, ctx: CallContext, flow: Flow, update_k: bool) -> torch.Tensor:
         """The graph pass on accumulated values: logits [B, K] whose backward is ASF-BP's."""

@@ -100,6 +100,7 @@ class Method:
     name: str = ""
     any_op: bool = False
     static_once: bool = True  # a static input's input-only ops once per call (CallContext)
+    compile: bool = False  # neuron dynamics under torch.compile (spikeacc.compiling)
     per_step_backward: bool = False  # one backward per time step (the online methods)
 
     def __init__(self, T: int) -> None:
@@ -198,17 +199,14 @@ def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int
     return outputs, out.expand(steps, *out.shape[1:])
 
 
-def lif_fire(site: Site, current: torch.Tensor) -> torch.Tensor:
-    """The site's LIF neuron over all steps of current [T, B, ...]."""
-    return site.module.run(current)
-
-
-def lif_forward(program: Program, inputs: Inputs, ctx: CallContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+def lif_forward(program: Program, inputs: Inputs, ctx: CallContext, compiled: bool = False
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The real LIF network over all T steps (one product per op for the whole window):
     spikes of every site [T, B, ...] and the output per step o[t], [T, B, K].
-    Differentiable (BPTT)."""
+    Differentiable (BPTT). ``compiled``: each site's LIF loop under torch.compile."""
     merged, steps = inputs.window(0, inputs.T, static_once=ctx.static_input is not None)
-    spikes, per_step = run_window(program, ctx, merged, steps, inputs.T, lif_fire)
+    spikes, per_step = run_window(program, ctx, merged, steps, inputs.T,
+                                  lambda site, current: site.module.run(current, compiled))
     return [spikes[site.index] for site in program.sites], per_step
 
 

@@ -69,7 +69,7 @@ class OTTT(OnlineMethod):
             if v_prev is None:
                 v_prev = torch.zeros_like(current)
             spike_prev = state.spike.get(site.index, v_prev)
-            v_mem, spike = site.module.step(v_prev, spike_prev, current)
+            v_mem, spike = site.module.step(v_prev, spike_prev, current, self.compile)
             state.v_mem[site.index], state.spike[site.index] = v_mem.detach(), spike.detach()
             emit(site.index, spike)
             spikes.append(spike.detach())

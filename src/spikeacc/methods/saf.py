@@ -30,18 +30,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import compiling
 from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
-from ..neurons.surrogate import state_precision
+from ..neurons.surrogate import spike, state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
 
+def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, lam: float, v_th: float, surrogate: str,
+             alpha: float) -> torch.Tensor:
+    """s[t] = H(U_hat[t] - lam V_th A[t-1] - V_th) (the neuron's surrogate in backward)."""
+    return spike(u_hat - lam * v_th * acc_prev - v_th, surrogate, alpha)
+
+
 def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,
-             previous: Sums, sr_surrogate: bool = False) -> tuple[Sums, list[torch.Tensor]]:
+             previous: Sums, sr_surrogate: bool = False, compiled: bool = False) -> tuple[Sums, list[torch.Tensor]]:
     """One SAF step (t 0-based) through every site: the sums A[t] per (source, leak)
     and each site's spikes s[t]. ``previous``: A[t-1] (constants; empty before step 0).
-    With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th]."""
+    With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th];
+    ``compiled``: the neuron update under torch.compile."""
     passes = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
     sums: Sums = {}
 
@@ -55,24 +63,28 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
         lam, neuron = leaks.site[site.index], site.module
         u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
         acc_prev = previous.get((site.index, lam))
-        spike = neuron.fire(u_hat if acc_prev is None else u_hat - lam * neuron.v_th * acc_prev)
+        if acc_prev is None:
+            spike_t = neuron.fire(u_hat)
+        else:
+            spike_t = compiling.maybe(saf_fire, compiled)(u_hat, acc_prev, lam, neuron.v_th, neuron.surrogate,
+                                                          neuron.alpha)
         if sr_surrogate:
-            spike = replace_grad(spike, torch.clamp(u_hat, 0.0, accumulation_weight(lam, t + 1) * neuron.v_th))
-        emit(site.index, spike)
-        spikes.append(spike)
+            spike_t = replace_grad(spike_t, torch.clamp(u_hat, 0.0, accumulation_weight(lam, t + 1) * neuron.v_th))
+        emit(site.index, spike_t)
+        spikes.append(spike_t)
     return sums, spikes
 
 
 @torch.no_grad()
 def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs,
-                           steps: int) -> tuple[Sums, list[torch.Tensor]]:
+                           steps: int, compiled: bool = False) -> tuple[Sums, list[torch.Tensor]]:
     """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
     does not grow with T: the sums after the last step, and spikes per sample of each
     site ([B]). These are the LIF network's spikes, so Spike Representation uses this too."""
     sums: Sums = {}
     counts: list = [0.0] * len(program.sites)
     for t in range(steps):
-        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums)
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled)
         counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
     return sums, counts
 
@@ -113,7 +125,7 @@ class SAFE(OnlineMethod):
 
     def forward_step(self, program: Program, ctx: CallContext, inputs: Inputs, t: int, state: SAFEState):
         leaks = state.leaks
-        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, state.sums)
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, state.sums, compiled=self.compile)
         c_t = accumulation_weight(leaks.readout, t + 1)
         r_t = readout_pass(program, ctx, leaks, sums, Bias(c_t, grad=1.0), c_t).take(program.output)  # R[t]
         out = r_t if state.readout_prev is None else r_t - leaks.readout * state.readout_prev
@@ -143,8 +155,8 @@ class SAFF(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1)
-        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate)
+        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1, self.compile)
+        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile)
         logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -154,6 +166,6 @@ class SAFF(Method):
         program, inputs, ctx = self.setup(net, x)
         leaks = Leaks(program, own=True)
         with torch.no_grad():
-            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
+            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T, self.compile)
             logits = weighted_readout(program, ctx, leaks, sums, self.T)
         return Inference(logits, counts)

@@ -96,7 +96,7 @@ class SingleSpike(Method):
 
         def fire(site, current: torch.Tensor) -> torch.Tensor:
             neuron = neurons[site.index]
-            return (neuron.reference(current) if self.sequential else neuron(current))[0]
+            return (neuron.reference(current) if self.sequential else neuron(current, self.compile))[0]
 
         x, x_steps = inputs.window(0, self.T, static_once=ctx.static_input is not None)
         spikes, out = run_window(program, ctx, x, x_steps, self.T, fire)  # out [T, B, K]

@@ -25,7 +25,7 @@ class SpikeRepresentation(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T)  # A[T], no graph
+        sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T, self.compile)  # A[T], no graph
         logits = representation_pass(program, ctx, leaks, sums, T)  # [B, K]
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -35,7 +35,7 @@ class SpikeRepresentation(Method):
         program, inputs, ctx = self.setup(net, x)
         leaks = Leaks(program, own=True)
         with torch.no_grad():
-            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T)
+            sums, counts = accumulated_trajectory(program, ctx, leaks, inputs, self.T, self.compile)
             rates = {key: acc / accumulation_weight(key[1], self.T) for key, acc in sums.items()}
             logits = readout_pass(program, ctx, leaks, rates, IDENTITY, 1.0).take(program.output)
         return Inference(logits, counts)

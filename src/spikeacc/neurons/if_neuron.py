@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import compiling
 from .surrogate import state_precision
 
 
@@ -42,22 +43,30 @@ class IF:
         if not 0.0 < self.leak <= 1.0:
             raise ValueError(f"IF leak must be in (0, 1], got {self.leak}")
 
-    @torch.no_grad()
-    def run(self, current: torch.Tensor, v_mem: torch.Tensor | None = None
+    def run(self, current: torch.Tensor, v_mem: torch.Tensor | None = None, compiled: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Simulate len(current) steps: current [S, B, ...] -> (spikes [S, B, ...],
         membrane after the last step [B, ...]). ``v_mem`` continues a previous window
-        (None: from rest, v = 0)."""
+        (None: from rest, v = 0); ``compiled``: under torch.compile."""
         if current.dim() < 2:
             raise ValueError(f"IF.run needs current [steps, batch, ...], got shape {tuple(current.shape)}")
         current = state_precision(current)
-        v_mem = torch.zeros_like(current[0]) if v_mem is None else v_mem.clone()
-        spikes = torch.empty_like(current)
-        compare = torch.gt if self.strict else torch.ge
-        for t, current_t in enumerate(current):
-            if self.leak != 1.0:
-                v_mem.mul_(self.leak)
-            v_mem.add_(current_t)
-            compare(v_mem, self.v_th, out=spikes[t])  # s[t] = H(v[t] - V_th)
-            v_mem.mul_(1.0 - spikes[t])  # hard reset to 0
-        return spikes, v_mem
+        v_mem = torch.zeros_like(current[0]) if v_mem is None else v_mem
+        return compiling.maybe(if_steps, compiled)(current, v_mem, self.v_th, self.leak, self.strict)
+
+
+@torch.no_grad()
+def if_steps(current: torch.Tensor, v_mem: torch.Tensor, v_th: float, leak: float, strict: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """v[t] = leak v[t-1] + I[t], s[t] = H(v[t] - V_th) (or v > V_th), reset to 0 where
+    s[t] = 1, over current [S, B, ...] from v_mem [B, ...] (not modified)."""
+    v_mem = v_mem.clone()
+    spikes = torch.empty_like(current)
+    compare = torch.gt if strict else torch.ge
+    for t, current_t in enumerate(current):
+        if leak != 1.0:
+            v_mem.mul_(leak)
+        v_mem.add_(current_t)
+        compare(v_mem, v_th, out=spikes[t])  # s[t] = H(v[t] - V_th)
+        v_mem.mul_(1.0 - spikes[t])  # hard reset to 0
+    return spikes, v_mem

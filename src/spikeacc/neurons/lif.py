@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import kernels
+from .. import compiling, kernels
 from .surrogate import check_surrogate, spike, state_precision
 
 
@@ -59,37 +59,51 @@ class LIF(nn.Module):
         """s = H(u - V_th) with the surrogate derivative in backward."""
         return spike(v_mem - self.v_th, self.surrogate, self.alpha)
 
-    def step(
-        self, v_mem: torch.Tensor, spike_prev: torch.Tensor, current: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step: returns (v_mem[t], spike[t]) from v_mem[t-1], spike[t-1], I[t]."""
-        reset = spike_prev.detach() if self.detach_reset else spike_prev
-        v_mem = self.lam * (v_mem - self.v_th * reset) + state_precision(current)
-        return v_mem, self.fire(v_mem)
+    def step(self, v_mem: torch.Tensor, spike_prev: torch.Tensor, current: torch.Tensor,
+             compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: returns (v_mem[t], spike[t]) from v_mem[t-1], spike[t-1], I[t]
+        (``compiled``: under torch.compile, ``spikeacc.compiling``)."""
+        return compiling.maybe(lif_step, compiled)(v_mem, spike_prev, state_precision(current), *self._dynamics())
 
-    def run(self, current: torch.Tensor) -> torch.Tensor:
+    def run(self, current: torch.Tensor, compiled: bool = False) -> torch.Tensor:
         """All T steps from rest: current [T, B, ...] -> spikes [T, B, ...].
 
         A fused Triton kernel (``spikeacc.kernels.lif``) where ``spikeacc.kernels.wanted``
-        says so (CUDA float32/float16/bfloat16 tensors when triton imports), else this
-        loop over ``step``, the reference."""
+        says so (CUDA float32/float16/bfloat16 tensors when triton imports), else the
+        loop ``lif_steps``, the reference (``compiled``: under torch.compile)."""
         if kernels.wanted(current):
             from ..kernels.lif import fused_lif  # imports triton: only once a kernel runs
             return fused_lif(current, self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset)
-        current = state_precision(current)
-        v_mem = torch.zeros_like(current[0])
-        spike_t = torch.zeros_like(current[0])
-        spikes = []
-        for current_t in current:
-            v_mem, spike_t = self.step(v_mem, spike_t, current_t)
-            spikes.append(spike_t)
-        return torch.stack(spikes)
+        return compiling.maybe(lif_steps, compiled)(state_precision(current), *self._dynamics())
+
+    def _dynamics(self) -> tuple[float, float, str, float, bool]:
+        return self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(
             "spikeacc.LIF marks where neurons fire and has no time state; run the network "
             "through a method (spikeacc.methods.get(name, T).predict(net, x)) or "
             "spikeacc.methods.spiking_inference(net, x, T)")
+
+
+def lif_step(v_mem: torch.Tensor, spike_prev: torch.Tensor, current: torch.Tensor, lam: float, v_th: float,
+             surrogate: str, alpha: float, detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """u[t] = lam (u[t-1] - V_th s[t-1]) + I[t], s[t] = H(u[t] - V_th): (u[t], s[t])."""
+    reset = spike_prev.detach() if detach_reset else spike_prev
+    v_mem = lam * (v_mem - v_th * reset) + current
+    return v_mem, spike(v_mem - v_th, surrogate, alpha)
+
+
+def lif_steps(current: torch.Tensor, lam: float, v_th: float, surrogate: str, alpha: float,
+              detach_reset: bool) -> torch.Tensor:
+    """All T steps from rest: current [T, B, ...] -> spikes [T, B, ...] (``lif_step`` in a loop)."""
+    v_mem = torch.zeros_like(current[0])
+    spike_t = torch.zeros_like(current[0])
+    spikes = []
+    for current_t in current:
+        v_mem, spike_t = lif_step(v_mem, spike_t, current_t, lam, v_th, surrogate, alpha, detach_reset)
+        spikes.append(spike_t)
+    return torch.stack(spikes)
 
 
 def accumulation_weight(lam: float, t: int) -> float:

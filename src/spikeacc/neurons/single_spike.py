@@ -46,6 +46,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .. import kernels
+from .. import compiling
 from .surrogate import check_surrogate, derivative, spike, state_precision
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
@@ -297,10 +298,12 @@ class SingleSpikeLIF(nn.Module):
         """Per-step decay in [0, 1]: [1] shared or neuron_shape per neuron."""
         return self.beta_raw.clamp(0.0, 1.0)
 
-    def forward(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """current [T, B, ...] -> (spikes [T, B, ...], membrane without reset [T, B, ...])."""
+    def forward(self, current: torch.Tensor, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """current [T, B, ...] -> (spikes [T, B, ...], membrane without reset [T, B, ...])
+        (``compiled``: under torch.compile)."""
         current = state_precision(current)
-        return single_spike_lif(current, self.beta.to(current.dtype), self.threshold, self.scale, self.form)
+        layer = compiling.maybe(single_spike_lif, compiled)
+        return layer(current, self.beta.to(current.dtype), self.threshold, self.scale, self.form)
 
     def reference(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same layer by the sequential loop (``sequential_single_spike``)."""
