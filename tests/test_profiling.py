@@ -23,7 +23,7 @@ AS_RUN = {  # a static input's first layer once per call (its value at x, scaled
     "saf-e": {"1": B * HIDDEN, "3": T * B * READOUT},
     "ottt-a": {"1": B * HIDDEN, "3": 2 * T * B * READOUT},  # the trace path is c[t] times the value path
     "ottt-o": {"1": T * B * HIDDEN, "3": 2 * T * B * READOUT},  # recomputed after each of its T updates
-    "saf-f": {"1": 2 * B * HIDDEN, "3": B * READOUT},  # once without a graph (steps 1..T-1), once with
+    "saf-f": {"1": B * HIDDEN, "3": B * READOUT},  # once, with a graph; steps 1..T-1 read it detached
     "bptt": {"1": B * HIDDEN, "3": T * B * READOUT},
 }
 

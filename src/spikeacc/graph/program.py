@@ -207,9 +207,11 @@ class CallContext:
       read only the input (``Program.input_only``) are then evaluated once per call, at x
       with unscaled constant terms (``unit_value``), and a pass whose input is s x with
       constant terms scaled by s takes s times those values (``Pass.set_input``). With
-      ``leaves`` (methods that backpropagate every step), those values enter the passes
-      as leaves; ``flush`` sends their accumulated gradients through the one product
-      (call it before an update), ``clear_input_values`` after the parameters change.
+      ``leaves`` (a training call) those values are computed once with a graph and enter
+      the passes as leaves (detached in steps without a graph); ``flush`` sends the
+      gradients the leaves accumulated through the one product (after the backward, and
+      before every update of a method that updates per step), ``clear_input_values``
+      after the parameters change.
     """
 
     def __init__(self, batch: int, static_input: torch.Tensor | None = None, leaves: bool = False) -> None:
@@ -224,21 +226,26 @@ class CallContext:
         self.statics.clear()
 
     def unit_value(self, program: Program, index: int) -> torch.Tensor:
-        """The value of input-only node ``index`` at the static input, constant terms unscaled."""
+        """The value of input-only node ``index`` at the static input, constant terms
+        unscaled. With ``leaves`` (a training call) it is computed once, with a graph, and
+        handed out as a leaf (detached where no graph is being built); ``flush`` sends the
+        leaf's gradient through that graph."""
         grad = torch.is_grad_enabled()
-        key = (index, grad)
+        key = (index, True) if self.leaves else (index, grad)
         if key not in self.units:
-            if grad not in self._unit_passes:
-                unit = Pass(program, self)
-                unit.set(program.input, self.static_input)
-                self._unit_passes[grad] = unit
-            value = self._unit_passes[grad].get(index)
-            if self.leaves and grad and value.requires_grad:
+            with torch.set_grad_enabled(key[1]):
+                if key[1] not in self._unit_passes:
+                    unit = Pass(program, self)
+                    unit.set(program.input, self.static_input)
+                    self._unit_passes[key[1]] = unit
+                value = self._unit_passes[key[1]].get(index)
+            if self.leaves and value.requires_grad:
                 leaf = value.detach().requires_grad_()
                 self._graphs.append((value, leaf))
                 value = leaf
             self.units[key] = value
-        return self.units[key]
+        value = self.units[key]
+        return value if grad or not value.requires_grad else value.detach()
 
     def flush(self) -> None:
         """Backpropagate the gradients accumulated in the leaves through their products."""

@@ -279,7 +279,7 @@ class ASF(Method):
             loss = (logits - target).pow(2).sum(1).mean()
         else:
             loss = F.cross_entropy(logits, y)
-        loss.backward()
+        self.backward(loss, ctx)
         return loss.detach(), logits.detach()
 
     @torch.no_grad()

@@ -101,7 +101,6 @@ class Method:
     any_op: bool = False
     static_once: bool = True  # a static input's input-only ops once per call (CallContext)
     compile: bool = False  # neuron dynamics under torch.compile (spikeacc.compiling)
-    per_step_backward: bool = False  # one backward per time step (the online methods)
 
     def __init__(self, T: int) -> None:
         if int(T) != T or T <= 0:
@@ -109,8 +108,15 @@ class Method:
         self.T = int(T)
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss (detached scalar) and logits [B, K]; adds the gradient to every parameter's .grad."""
+        """Loss (detached scalar) and logits [B, K]; adds the gradient to every parameter's
+        .grad (a subclass calls ``backward`` below, not ``loss.backward()``)."""
         raise NotImplementedError
+
+    @staticmethod
+    def backward(loss: torch.Tensor, ctx: CallContext) -> None:
+        """loss.backward(), then the gradients the input-only values collected (CallContext.flush)."""
+        loss.backward()
+        ctx.flush()
 
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
         raise NotImplementedError
@@ -147,7 +153,7 @@ class Method:
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
         static = inputs.x if inputs.static and self.static_once else None
-        return program, inputs, CallContext(inputs.batch, static, leaves=self.per_step_backward)
+        return program, inputs, CallContext(inputs.batch, static, leaves=y is not None)  # y: a training call
 
 
 def per_sample(values: torch.Tensor) -> torch.Tensor:

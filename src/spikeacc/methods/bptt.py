@@ -18,9 +18,10 @@ class BPTT(Method):
     any_op = True
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, per_step = lif_forward(*self.setup(net, x, y), compiled=self.compile)  # [T, B, K]
+        program, inputs, ctx = self.setup(net, x, y)
+        _, per_step = lif_forward(program, inputs, ctx, compiled=self.compile)  # [T, B, K]
         loss = per_step_ce(per_step, y)
-        loss.backward()
+        self.backward(loss, ctx)
         return loss.detach(), per_step.detach().mean(0)
 
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:

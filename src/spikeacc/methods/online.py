@@ -76,7 +76,6 @@ class OnlineMethod(Method):
     """
 
     update_every_step = False
-    per_step_backward = True
 
     def start(self, program: Program) -> object:
         raise NotImplementedError

@@ -159,7 +159,7 @@ class SAFF(Method):
         sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile)
         logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        self.backward(loss, ctx)
         return loss.detach(), logits.detach()
 
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:

@@ -104,9 +104,10 @@ class SingleSpike(Method):
         return [spikes[site.index] for site in program.sites], logits
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, logits = self.forward(net, *self.setup(net, x, y))
+        program, inputs, ctx = self.setup(net, x, y)
+        _, logits = self.forward(net, program, inputs, ctx)
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        self.backward(loss, ctx)
         return loss.detach(), logits.detach()
 
     def step(self, net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,

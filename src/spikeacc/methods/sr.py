@@ -28,7 +28,7 @@ class SpikeRepresentation(Method):
         sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T, self.compile)  # A[T], no graph
         logits = representation_pass(program, ctx, leaks, sums, T)  # [B, K]
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        self.backward(loss, ctx)
         return loss.detach(), logits.detach()
 
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
