@@ -158,6 +158,19 @@ class Target:
         return f"{verdict}  {self.name}: {self.measured:.4g} (target {self.criterion})"
 
 
+def report(args: argparse.Namespace, name: str, payload: dict, title: str, how: str, table: str) -> int:
+    """Write <name>.json/.md (title, machine, how it was measured, the targets, the table)
+    to the output directory and print the verdicts; returns 0."""
+    text = "\n".join([f"# Benchmark: {title} ({'quick smoke run' if args.quick else 'full run'})", "",
+                      f"Machine: {machine_line(payload['machine'])}.", "", how, "",
+                      "## Targets", "", *[f"- {t.line()}" for t in payload["targets"]], "", table])
+    json_path, md_path = write_results(output_dir(args), name, payload, text)
+    for target in payload["targets"]:
+        print(f"[{name}] {target.line()}")
+    print(f"[{name}] wrote {json_path} and {md_path}")
+    return 0
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

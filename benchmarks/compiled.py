@@ -57,14 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         ["T", "method", "eager (ms)", "compiled (ms)", "compiled / eager"],
         [[r["T"], r["method"], f"{r['eager_s'] * 1e3:.1f}", f"{r['compiled_s'] * 1e3:.1f}", f"{r['ratio']:.2f}"]
          for r in rows])
-    text = "\n".join([
-        f"# Benchmark: compiled against eager ({'quick smoke run' if args.quick else 'full run'})", "",
-        f"Machine: {common.machine_line(machine)}.", "",
-        f"{workload.description}, batch {workload.batch}; `method.step` with Adam; {warmup} warm-up steps "
-        f"(they compile), then the median of {repeats} rounds over every method, eager and compiled.", "",
-        "## Targets", "", *[f"- {t.line()}" for t in targets], "", table])
-    json_path, md_path = common.write_results(common.output_dir(args), NAME, payload, text)
-    for target in targets:
-        print(f"[{NAME}] {target.line()}")
-    print(f"[{NAME}] wrote {json_path} and {md_path}")
-    return 0
+    how = (f"{workload.description}, batch {workload.batch}; `method.step` with Adam; {warmup} warm-up steps "
+           f"(they compile), then the median of {repeats} rounds over every method, eager and compiled.")
+    return common.report(args, NAME, payload, "compiled against eager", how, table)

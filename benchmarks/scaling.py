@@ -79,15 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     table = common.markdown_table(
         ["method", "1 process (samples/s)", "2 processes (samples/s)", "speed-up"],
         [[r["method"], f"{r['samples_per_s_1']:.0f}", f"{r['samples_per_s_2']:.0f}", f"{r['speedup']:.2f}"] for r in rows])
-    text = "\n".join([
-        f"# Benchmark: data-parallel throughput ({'quick smoke run' if args.quick else 'full run'})", "",
-        f"Machine: {common.machine_line(machine)}.", "",
-        f"One epoch of `spikeacc train` under `torchrun --standalone --nproc_per_node N`, one thread per "
-        f"process, {workload}, T = 6, global batch 128; samples/s from the epoch's training time; medians "
-        f"of {repeats} runs each, 1 and 2 processes alternating.", "",
-        "## Targets", "", *[f"- {t.line()}" for t in targets], "", table])
-    json_path, md_path = common.write_results(common.output_dir(args), NAME, payload, text)
-    for target in targets:
-        print(f"[{NAME}] {target.line()}")
-    print(f"[{NAME}] wrote {json_path} and {md_path}")
-    return 0
+    how = (f"One epoch of `spikeacc train` under `torchrun --standalone --nproc_per_node N`, one thread per "
+           f"process, {workload}, T = 6, global batch 128; samples/s from the epoch's training time; medians "
+           f"of {repeats} runs each, 1 and 2 processes alternating.")
+    return common.report(args, NAME, payload, "data-parallel throughput", how, table)

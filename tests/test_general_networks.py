@@ -12,15 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikeacc import LIF, graph, methods
-from spikeacc.graph import CallContext
-from spikeacc.methods.base import Inputs, lif_forward, spiking_inference
+from spikeacc import LIF, methods
+from spikeacc.methods.base import spiking_inference
 from spikeacc.methods.single_spike import SingleSpike
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.if_neuron import IF
 from spikeacc.neurons.surrogate import derivative
 
-ATOL = 1e-10
+from tests.helpers import (ATOL, assert_bptt_equals_unroll, assert_grads_close,
+                           assert_saf_spikes_are_the_lif_networks, grads)
+
 pytestmark = pytest.mark.usefixtures("float64")
 
 
@@ -61,18 +62,6 @@ def batch(T: int | None = None, B: int = 5, seed: int = 1):
     return torch.rand(shape), torch.randint(0, 4, (B,))
 
 
-def grads(net, method, x, y):
-    net.zero_grad(set_to_none=True)
-    loss, logits = method.loss_and_grad(net, x, y)
-    return loss, logits, {n: p.grad.clone() for n, p in net.named_parameters()}
-
-
-def assert_grads_close(a, b, atol=ATOL):
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=atol, msg=name)
-
-
 def lif_step(neuron: LIF, state: dict, current: torch.Tensor) -> torch.Tensor:
     """u[t] = lam (u[t-1] - V_th s[t-1]) + I[t], written out (reset detached if asked)."""
     v_mem, spike = state.get(neuron, (0.0, 0.0))
@@ -100,30 +89,13 @@ def unrolled_outputs(net: nn.Sequential, x: torch.Tensor, T: int) -> list[torch.
 def test_bptt_equals_step_by_step_unroll(sequence):
     net, T = residual_net(), 4
     x, y = batch(T if sequence else None)
-    loss, logits, g = grads(net, methods.get("bptt", T=T), x, y)
+    result = grads(net, methods.get("bptt", T=T), x, y)
     net.zero_grad(set_to_none=True)
-    outs = unrolled_outputs(net, x, T)
-    ref_loss = sum(F.cross_entropy(o, y) for o in outs) / T
-    ref_loss.backward()
-    torch.testing.assert_close(loss, ref_loss.detach(), rtol=0, atol=ATOL)
-    torch.testing.assert_close(logits, torch.stack(outs).mean(0).detach(), rtol=0, atol=ATOL)
-    assert_grads_close(g, {n: p.grad for n, p in net.named_parameters()})
+    assert_bptt_equals_unroll(net, result, unrolled_outputs(net, x, T), y, T)
 
 
 def test_saf_forward_produces_exactly_the_lif_spikes():
-    net, T = residual_net(), 5
-    x, _ = batch()
-    program = graph.of(net)
-    inputs = Inputs(x, T, net, program)
-    lif_spikes, lif_out = lif_forward(program, inputs, CallContext(inputs.batch))
-    saf = methods.get("saf-e", T=T)
-    state = saf.start(program)
-    with torch.no_grad():
-        for t in range(T):
-            out, spikes = saf.forward_step(program, CallContext(inputs.batch), inputs, t, state)
-            for site, s_saf, s_lif in zip(program.sites, spikes, lif_spikes):
-                assert torch.equal(s_saf, s_lif[t]), f"{site.name} step {t}"
-            torch.testing.assert_close(out, lif_out[t], rtol=0, atol=ATOL)
+    lif_spikes = assert_saf_spikes_are_the_lif_networks(residual_net(), batch()[0], 5)
     assert all(s.sum() > 0 for s in lif_spikes), "every neuron site spikes"
 
 

@@ -12,13 +12,14 @@ from torch import nn
 
 from spikeacc import LIF, ConvNet, MLP, graph, methods
 from spikeacc.graph import CallContext
-from spikeacc.methods.base import Inputs, lif_forward, spiking_inference
+from spikeacc.methods.base import Inputs, spiking_inference
 from spikeacc.methods.online import Leaks
 from spikeacc.methods.saf import saf_step, weighted_readout
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.surrogate import derivative
 
-ATOL = 1e-10
+from tests.helpers import (ATOL, assert_bptt_equals_unroll, assert_grads_close,
+                           assert_saf_spikes_are_the_lif_networks, grads)
 
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -54,19 +55,6 @@ def batch(net, T=None, B=6, seed=1):
     return torch.rand(shape), torch.randint(0, net[-1].out_features, (B,))
 
 
-def grads(net, method, x, y):
-    net.zero_grad(set_to_none=True)
-    loss, logits = method.loss_and_grad(net, x, y)
-    return loss, logits, {n: p.grad.clone() for n, p in net.named_parameters()}
-
-
-def assert_grads_close(a, b, scale=None, atol=ATOL):
-    assert a.keys() == b.keys()
-    for name in a:
-        factor = 1.0 if scale is None else scale[name]
-        torch.testing.assert_close(a[name], factor * b[name], rtol=0, atol=atol, msg=name)
-
-
 NETS = {"mlp": make_mlp, "conv": make_conv}
 
 
@@ -76,18 +64,7 @@ NETS = {"mlp": make_mlp, "conv": make_conv}
 @pytest.mark.parametrize("sequence", [False, True])
 def test_saf_forward_produces_exactly_the_lif_spikes(model, sequence):
     net, T = NETS[model](), 5
-    x, _ = batch(net, T if sequence else None)
-    program = graph.of(net)
-    inputs = Inputs(x, T, net, program)
-    lif_spikes, lif_out = lif_forward(program, inputs, CallContext(inputs.batch))
-    saf = methods.get("saf-e", T=T)
-    state = saf.start(program)
-    with torch.no_grad():
-        for t in range(T):
-            out, spikes = saf.forward_step(program, CallContext(inputs.batch), inputs, t, state)
-            for layer, (s_saf, s_lif) in enumerate(zip(spikes, lif_spikes)):
-                assert torch.equal(s_saf, s_lif[t]), f"layer {layer} step {t}"
-            torch.testing.assert_close(out, lif_out[t], rtol=0, atol=ATOL)
+    lif_spikes = assert_saf_spikes_are_the_lif_networks(net, batch(net, T if sequence else None)[0], T)
     assert sum(s.sum() for s in lif_spikes) > 0, "test is vacuous without spikes"
 
 
@@ -219,14 +196,9 @@ def test_bptt_gradient_equals_plain_autograd_unroll(detach_reset):
     for neuron in lifs(net):
         neuron.detach_reset = detach_reset
     x, y = batch(net)
-    loss, logits, g = grads(net, methods.get("bptt", T=T), x, y)
+    result = grads(net, methods.get("bptt", T=T), x, y)
     net.zero_grad(set_to_none=True)
-    outs = bptt_reference_loss(net, x, T)
-    ref_loss = sum(F.cross_entropy(o, y) for o in outs) / T
-    ref_loss.backward()
-    torch.testing.assert_close(loss, ref_loss.detach(), rtol=0, atol=ATOL)
-    torch.testing.assert_close(logits, torch.stack(outs).mean(0).detach(), rtol=0, atol=ATOL)
-    assert_grads_close(g, {n: p.grad for n, p in net.named_parameters()})
+    assert_bptt_equals_unroll(net, result, bptt_reference_loss(net, x, T), y, T)
 
 
 def test_bptt_and_ottt_differ_so_the_equivalence_tests_have_teeth():

@@ -152,22 +152,28 @@ class ModuleOp(Op):
         self.module = module
 
 
-class DenseModule(ModuleOp):
+class WeightedModule(ModuleOp):
+    """A Linear or conv module: W x + b, the bias scaled (``with_bias``)."""
+
     def __call__(self, args, kwargs, bias, ctx):
         m = self.module
-        out = m(args[0]) if bias.identity else F.linear(args[0], m.weight, bias.apply(m.bias))
+        out = m(args[0]) if bias.identity else self.with_bias(args[0], bias.apply(m.bias))
         if _OBSERVERS:
             _notify(self.name, out, m.weight)
         return out
 
+    def with_bias(self, x: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
 
-class ConvModule(ModuleOp):
-    def __call__(self, args, kwargs, bias, ctx):
-        m = self.module
-        out = m(args[0]) if bias.identity else m._conv_forward(args[0], m.weight, bias.apply(m.bias))
-        if _OBSERVERS:
-            _notify(self.name, out, m.weight)
-        return out
+
+class DenseModule(WeightedModule):
+    def with_bias(self, x, b):
+        return F.linear(x, self.module.weight, b)
+
+
+class ConvModule(WeightedModule):
+    def with_bias(self, x, b):
+        return self.module._conv_forward(x, self.module.weight, b)
 
 
 class BatchNormModule(ModuleOp):

@@ -262,7 +262,25 @@ def single_spike_lif(current: torch.Tensor, beta: torch.Tensor | float, threshol
     return torch.cat([spikes for spikes, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1)
 
 
-class SingleSpikeLIF(nn.Module):
+class Decaying(nn.Module):
+    """A per-step decay beta = exp(-1/tau), shared ([1]) or, trainable, one per element of
+    ``shape`` (clamped to [0, 1] when read, as in the authors' code)."""
+
+    def __init__(self, tau: float, shape: tuple[int, ...], trainable: bool) -> None:
+        super().__init__()
+        beta = torch.full(shape if trainable else (1,), decay_from_tau(tau))
+        if trainable:
+            self.beta_raw = nn.Parameter(beta)
+        else:
+            self.register_buffer("beta_raw", beta)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """Per-step decay in [0, 1]: [1] shared, or per element."""
+        return self.beta_raw.clamp(0.0, 1.0)
+
+
+class SingleSpikeLIF(Decaying):
     """Single-spike LIF layer for [T, B, ...] currents, vectorised over time.
 
     Args:
@@ -278,7 +296,6 @@ class SingleSpikeLIF(nn.Module):
     def __init__(self, tau: float = 10.0, threshold: float = 1.0, scale: float = 10.0,
                  trainable_decay: bool = False, neuron_shape: tuple[int, ...] = (),
                  form: str = "auto") -> None:
-        super().__init__()
         if not threshold > 0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
         check_surrogate("fast_sigmoid", scale)
@@ -286,17 +303,8 @@ class SingleSpikeLIF(nn.Module):
             raise ValueError(f"unknown membrane form {form!r}; choose one of {', '.join(MEMBRANE_FORMS)}")
         if trainable_decay and not neuron_shape:
             raise ValueError("trainable_decay needs neuron_shape (one beta per neuron)")
+        super().__init__(tau, tuple(neuron_shape), trainable_decay)
         self.threshold, self.scale, self.form = float(threshold), float(scale), form
-        beta = torch.full(tuple(neuron_shape) or (1,), decay_from_tau(tau))
-        if trainable_decay:
-            self.beta_raw = nn.Parameter(beta)
-        else:
-            self.register_buffer("beta_raw", beta)
-
-    @property
-    def beta(self) -> torch.Tensor:
-        """Per-step decay in [0, 1]: [1] shared or neuron_shape per neuron."""
-        return self.beta_raw.clamp(0.0, 1.0)
 
     def forward(self, current: torch.Tensor, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """current [T, B, ...] -> (spikes [T, B, ...], membrane without reset [T, B, ...])
@@ -352,28 +360,19 @@ def readout_logits(current: torch.Tensor, beta: torch.Tensor | float, reduce: st
     return v_mem.amax(0) if reduce == "max" else v_mem.sum(0)
 
 
-class LeakyReadout(nn.Module):
+class LeakyReadout(Decaying):
     """The non-spiking readout as a module: decay beta = exp(-1/tau), shared, or with
     ``trainable_decay`` one per output (clamped to [0, 1], as the authors' v2 code trains
     it); ``forward(current [T, B, K]) -> logits [B, K]`` (``readout_logits``)."""
 
     def __init__(self, tau: float = 20.0, reduce: str = "sum", trainable_decay: bool = False,
                  n_outputs: int = 0, form: str = "auto") -> None:
-        super().__init__()
         if reduce not in READOUTS:
             raise ValueError(f"unknown readout {reduce!r}; choose one of {', '.join(READOUTS)}")
         if trainable_decay and n_outputs <= 0:
             raise ValueError("a trainable readout decay needs n_outputs (one beta per output)")
+        super().__init__(tau, (n_outputs,), trainable_decay)
         self.reduce, self.form = reduce, form
-        beta = torch.full((n_outputs if trainable_decay else 1,), decay_from_tau(tau))
-        if trainable_decay:
-            self.beta_raw = nn.Parameter(beta)
-        else:
-            self.register_buffer("beta_raw", beta)
-
-    @property
-    def beta(self) -> torch.Tensor:
-        return self.beta_raw.clamp(0.0, 1.0)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         current = state_precision(current)
