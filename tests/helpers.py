@@ -22,6 +22,18 @@ def assert_grads_close(a: dict, b: dict, scale: dict | None = None, atol: float 
         torch.testing.assert_close(a[name], factor * b[name], rtol=0, atol=atol, msg=name)
 
 
+def assert_same_loss_and_gradients(net, first, second, x, y) -> dict:
+    """Two methods give the same loss, logits and gradients (to ATOL); returns the first's
+    gradients, checked to be non-zero everywhere."""
+    loss_a, logits_a, g_a = grads(net, first, x, y)
+    loss_b, logits_b, g_b = grads(net, second, x, y)
+    torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=ATOL)
+    torch.testing.assert_close(logits_b, logits_a, rtol=0, atol=ATOL)
+    assert_grads_close(g_b, g_a)
+    assert all(g.abs().sum() > 0 for g in g_a.values())
+    return g_a
+
+
 def assert_bptt_equals_unroll(net, method_grads, outs, y, T: int) -> None:
     """BPTT's (loss, logits, gradients) against a step-by-step unroll's outputs o[t]:
     L = (1/T) sum_t CE(o[t], y), logits = mean_t o[t], the gradients of L."""

@@ -18,7 +18,7 @@ from spikeacc.methods.saf import saf_step, weighted_readout
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.surrogate import derivative
 
-from tests.helpers import (ATOL, assert_bptt_equals_unroll, assert_grads_close,
+from tests.helpers import (ATOL, assert_bptt_equals_unroll, assert_grads_close, assert_same_loss_and_gradients,
                            assert_saf_spikes_are_the_lif_networks, grads)
 
 
@@ -92,12 +92,7 @@ def test_saf_predictions_equal_the_spiking_network(model):
 def test_saf_e_loss_and_gradients_equal_ottt_a(model, sequence):
     net, T = NETS[model](), 5
     x, y = batch(net, T if sequence else None)
-    loss_o, logits_o, g_o = grads(net, methods.get("ottt-a", T=T), x, y)
-    loss_s, logits_s, g_s = grads(net, methods.get("saf-e", T=T), x, y)
-    torch.testing.assert_close(loss_s, loss_o, rtol=0, atol=ATOL)
-    torch.testing.assert_close(logits_s, logits_o, rtol=0, atol=ATOL)
-    assert_grads_close(g_s, g_o)
-    assert all(g.abs().sum() > 0 for g in g_o.values())
+    assert_same_loss_and_gradients(net, methods.get("ottt-a", T=T), methods.get("saf-e", T=T), x, y)
 
 
 # --- OTTT against the hand-written formula (OTTT Eq. 8) -------------------------------
