@@ -123,7 +123,12 @@ def import_peers() -> tuple[dict[str, SimpleNamespace], dict[str, str]]:
 
 def version(library: str) -> str:
     own = {"torch": torch.__version__, "spikeacc": spikeacc.__version__}
-    return own[library] if library in own else importlib.metadata.version(library)
+    if library in own:
+        return own[library]
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 # --- who runs a step --------------------------------------------------------------------------
