@@ -33,7 +33,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         default = action.default
         if action.help is None or any(default is empty for empty in (None, False, argparse.SUPPRESS)) \
-                or default == ():
+                or default in ((), []):
             return action.help
         return f"{action.help} (default: %(default)s)"
 
