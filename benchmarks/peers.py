@@ -520,6 +520,9 @@ def targets(records: list[dict]) -> tuple[list[Target], list[str]]:
         if None in pair:
             unmeasured.append(f"{ratio.name}: not measured ({unmeasured_reason(index, ratio)})")
             continue
+        if pair[1] == 0:  # the profiler missed the frees of blocks it saw no allocation of
+            unmeasured.append(f"{ratio.name}: not measured (the denominator measured 0 bytes)")
+            continue
         value = pair[0] / pair[1]
         found.append(Target(ratio.name, f"<= {ratio.limit:g}", value, value <= ratio.limit))
     return found, unmeasured

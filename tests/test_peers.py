@@ -56,9 +56,12 @@ def test_missing_peers_are_skipped_with_one_line(tmp_path):
     assert payload["peers"] == {} and set(payload["missing"]) == set(peers.PEERS)
     assert {(r["comparison"], r["T"], r["library"]) for r in payload["results"]} >= ALWAYS
     assert not any(r["library"] in peers.PEERS for r in payload["results"])
-    assert {line.split(": not measured")[0] for line in payload["unmeasured"]} == {
-        ratio.name for ratio in peers.RATIOS if {ratio.numerator[3], ratio.denominator[3]} & set(peers.PEERS)}
-    assert all("not installed" in line for line in payload["unmeasured"])
+    # at --quick sizes (~0.1 MiB) the CPU profiler can miss every byte of an online method's
+    # T = 4 memory (stale sizes of frees); such a ratio is reported unmeasured, not divided by 0
+    reasons = {line.split(": not measured")[0]: line for line in payload["unmeasured"]}
+    with_peer = {ratio.name for ratio in peers.RATIOS if {ratio.numerator[3], ratio.denominator[3]} & set(peers.PEERS)}
+    assert with_peer <= set(reasons) and all("not installed" in reasons[name] for name in with_peer)
+    assert all("measured 0 bytes" in reasons[name] for name in set(reasons) - with_peer)
     assert "spikingjelly: hidden by the test" in (tmp_path / "out" / "peers.md").read_text()
 
 

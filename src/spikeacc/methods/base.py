@@ -171,11 +171,13 @@ Fire = Callable[[Site, torch.Tensor], torch.Tensor]
 
 def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int, steps: int,
                fire: Fire, replace: dict[int, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-               output: bool = True, keep: bool = True) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+               output: bool = True, keep: bool = True, broadcast: bool = True
+               ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
     """The network over ``steps`` time steps at once, every op applied to all steps as one
     batch. x: [x_steps * B, ...] (x_steps 1: the same input every step).
 
-    ``fire(site, current [S, B, ...]) -> spikes [S, B, ...]`` runs each neuron site;
+    ``fire(site, current [S, B, ...]) -> spikes [S, B, ...]`` runs each neuron site
+    (without ``broadcast``, a current that is the same at every step comes as [1, B, ...]);
     ``replace`` maps other node indices (e.g. ASF-BP's pooling) to a function of the
     node's own value [S, B, ...] that replaces it. Returns ({node index: its new value
     [S, B, ...]} (empty without ``keep``: each value is dropped once read), output
@@ -192,7 +194,7 @@ def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int
         current = values.take(site.input) if site else values.compute(index)
         current_steps = values.steps[site.input] if site else values.steps[index]
         current = steps_first(current, current_steps)
-        if current_steps != steps:  # one step, the same at every step
+        if current_steps != steps and (broadcast or not site):  # one step, the same at every step
             current = current.expand(steps, *current.shape[1:])
         out = fire(site, current) if site else replace[index](current)  # [S, B, ...]
         values.set(index, out.reshape(-1, *out.shape[2:]), steps)
@@ -212,7 +214,8 @@ def lif_forward(program: Program, inputs: Inputs, ctx: CallContext, compiled: bo
     Differentiable (BPTT). ``compiled``: each site's LIF loop under torch.compile."""
     merged, steps = inputs.window(0, inputs.T, static_once=ctx.static_input is not None)
     spikes, per_step = run_window(program, ctx, merged, steps, inputs.T,
-                                  lambda site, current: site.module.run(current, compiled))
+                                  lambda site, current: site.module.run(current, compiled, inputs.T),
+                                  broadcast=False)
     return [spikes[site.index] for site in program.sites], per_step
 
 

@@ -19,7 +19,7 @@ class BPTT(Method):
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
-        _, per_step = lif_forward(program, inputs, ctx, compiled=self.compile)  # [T, B, K]
+        per_step = lif_forward(program, inputs, ctx, compiled=self.compile)[1]  # [T, B, K]; spikes dropped
         loss = per_step_ce(per_step, y)
         self.backward(loss, ctx)
         return loss.detach(), per_step.detach().mean(0)

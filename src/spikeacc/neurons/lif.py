@@ -12,11 +12,14 @@ runs each LIF node with these dynamics.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .. import compiling, kernels
-from .surrogate import check_surrogate, spike, state_precision
+from .surrogate import check_surrogate, derivative, spike, state_precision
 
 
 class LIF(nn.Module):
@@ -65,16 +68,25 @@ class LIF(nn.Module):
         (``compiled``: under torch.compile, ``spikeacc.compiling``)."""
         return compiling.maybe(lif_step, compiled)(v_mem, spike_prev, state_precision(current), *self._dynamics())
 
-    def run(self, current: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """All T steps from rest: current [T, B, ...] -> spikes [T, B, ...].
+    def run(self, current: torch.Tensor, compiled: bool = False, steps: int | None = None) -> torch.Tensor:
+        """All T steps from rest: current [T, B, ...], or [1, B, ...] with ``steps`` = T
+        (the same current at every step) -> spikes [T, B, ...].
 
         A fused Triton kernel (``spikeacc.kernels.lif``) where ``spikeacc.kernels.wanted``
-        says so (CUDA float32/float16/bfloat16 tensors when triton imports), else the
-        loop ``lif_steps``, the reference (``compiled``: under torch.compile)."""
+        says so (CUDA float32/float16/bfloat16 tensors when triton imports); with
+        ``compiled`` the loop ``lif_steps`` (the reference) under torch.compile; else
+        ``lif_window``, the same loop with a hand-written reverse-time backward."""
+        steps = steps or current.shape[0]
+        if current.shape[0] not in (1, steps):
+            raise ValueError(f"LIF.run: current has {current.shape[0]} steps, not 1 or {steps}")
         if kernels.wanted(current):
             from ..kernels.lif import fused_lif  # imports triton: only once a kernel runs
-            return fused_lif(current, self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset)
-        return compiling.maybe(lif_steps, compiled)(state_precision(current), *self._dynamics())
+            return fused_lif(current.expand(steps, *current.shape[1:]), self.lam, self.v_th, self.surrogate,
+                             self.alpha, self.detach_reset)
+        if compiled:
+            return compiling.maybe(lif_steps, compiled)(
+                state_precision(current).expand(steps, *current.shape[1:]), *self._dynamics())
+        return lif_window(state_precision(current), steps, *self._dynamics())
 
     def _dynamics(self) -> tuple[float, float, str, float, bool]:
         return self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset
@@ -104,6 +116,101 @@ def lif_steps(current: torch.Tensor, lam: float, v_th: float, surrogate: str, al
         v_mem, spike_t = lif_step(v_mem, spike_t, current_t, lam, v_th, surrogate, alpha, detach_reset)
         spikes.append(spike_t)
     return torch.stack(spikes)
+
+
+class _LIFWindow(torch.autograd.Function):
+    """``lif_steps`` without a graph per step: the forward loop runs in place and the
+    backward is one reverse-time loop (the equations of ``spikeacc.kernels.lif``): with
+    g[t] = dL/du[t], g[T] = 0,
+
+        dL/ds[t] = g_s[t] - lam V_th g[t+1]   (g_s[t] alone with detach_reset)
+        g[t]     = dL/ds[t] sigma'(u[t] - V_th) + lam g[t+1],   dL/dI[t] = g[t].
+
+    A current [T, B, ...] saves every membrane u[t]. A one-step current [1, B, ...] (a
+    static input's products, the same at every step) gets sum_t g[t], and from T = 8 on
+    (where it saves memory) it saves the spikes as bits and u only at the end of every
+    segment of ~sqrt(T) steps, and recomputes a segment's u from them, bit for bit, when
+    the backward reaches it. The float spikes are then freed once the next layer's
+    backward has read them, so the only [T, B, ...] float tensors are the spikes and
+    their gradient, as in a loop over T."""
+
+    @staticmethod
+    def forward(ctx, current: torch.Tensor, steps: int, lam: float, v_th: float,  # type: ignore[override]
+                surrogate: str, alpha: float, detach_reset: bool, save: bool) -> torch.Tensor:
+        every = math.isqrt(steps - 1) + 1 if current.shape[0] == 1 and steps >= 8 else 1  # steps per saved u
+        shape = (steps, *current.shape[1:])
+        spikes = current.new_empty(shape)  # [T, B, ...]
+        v_saved = current.new_empty((steps // every if save else 0, *shape[1:]))  # u[every k - 1]
+        spike_bits = torch.empty(shape if save and every > 1 else 0, dtype=torch.bool, device=current.device)
+        v_mem, spike_prev = torch.zeros_like(spikes[0]), torch.zeros_like(spikes[0])
+        for t in range(steps):
+            _advance(v_mem, spike_prev, _at(current, t), lam, v_th, out=v_mem)
+            spike_prev = torch.ge(v_mem, v_th, out=spikes[t])
+            if save and (t + 1) % every == 0:
+                v_saved[t // every].copy_(v_mem)
+            if spike_bits.numel():
+                spike_bits[t].copy_(spike_prev)
+        if save:
+            ctx.save_for_backward(v_saved, spike_bits, current if every > 1 else None)
+        ctx.settings = (lam, v_th, surrogate, alpha, detach_reset, steps, every)
+        ctx.shared = current.shape[0] == 1
+        return spikes
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
+        v_saved, spike_bits, current = ctx.saved_tensors
+        lam, v_th, surrogate, alpha, detach_reset, steps, every = ctx.settings
+        grad_current = torch.zeros_like(grad_spikes[:1] if ctx.shared else grad_spikes)  # [1 or T, B, ...]
+        grad_next = None  # g[t+1]
+        for start in reversed(range(0, steps, every)):
+            stop = min(start + every, steps)
+            if every == 1:
+                v_minus_th = v_saved[start:stop] - v_th  # u[t] - V_th, [1, B, ...]
+            else:
+                v_minus_th = _recompute(v_saved, spike_bits, current, start, stop, lam, v_th, every).sub_(v_th)
+            for t in reversed(range(start, stop)):
+                grad_spike = grad_spikes[t]
+                if grad_next is not None and not detach_reset:
+                    grad_spike = grad_next.mul(-lam * v_th).add_(grad_spike)  # dL/ds[t]
+                grad_v = derivative(surrogate, v_minus_th[t - start], alpha).mul_(grad_spike)  # g[t]
+                if grad_next is not None:
+                    grad_v.add_(grad_next, alpha=lam)
+                grad_current[0 if ctx.shared else t] += grad_v
+                grad_next = grad_v
+        return grad_current, None, None, None, None, None, None, None
+
+
+def _at(current: torch.Tensor, t: int) -> torch.Tensor:
+    """I[t] of a current [T, B, ...] or [1, B, ...] (the same at every step)."""
+    return current[t if current.shape[0] > 1 else 0]
+
+
+def _advance(v_prev: torch.Tensor, spike_prev: torch.Tensor, current_t: torch.Tensor, lam: float, v_th: float,
+             out: torch.Tensor) -> torch.Tensor:
+    """u[t] = lam (u[t-1] - V_th s[t-1]) + I[t] into ``out`` (may be ``v_prev``): the
+    roundings of ``lif_step``, so u and the spikes equal its own bit for bit."""
+    return torch.sub(v_prev, spike_prev, alpha=v_th, out=out).mul_(lam).add_(current_t)
+
+
+def _recompute(v_saved: torch.Tensor, spike_bits: torch.Tensor, current: torch.Tensor, start: int, stop: int,
+               lam: float, v_th: float, every: int) -> torch.Tensor:
+    """u[start..stop-1], [stop - start, B, ...], from the saved u[start - 1] (rest at 0)."""
+    v_mems = current.new_empty((stop - start, *current.shape[1:]))
+    v_prev = v_saved[start // every - 1] if start else torch.zeros_like(v_mems[0])
+    for t in range(start, stop):
+        spike_prev = spike_bits[t - 1].to(v_mems.dtype) if t else torch.zeros_like(v_mems[0])
+        v_prev = _advance(v_prev, spike_prev, current[0], lam, v_th, out=v_mems[t - start])
+    return v_mems
+
+
+def lif_window(current: torch.Tensor, steps: int, lam: float, v_th: float, surrogate: str, alpha: float,
+               detach_reset: bool) -> torch.Tensor:
+    """``lif_steps`` (same spikes, bit for bit; gradients to rounding, tests/test_lif.py)
+    at a fraction of its memory: current [T, B, ...] or [1, B, ...] (the same at every one
+    of ``steps``) -> spikes [T, B, ...]."""
+    save = torch.is_grad_enabled() and current.requires_grad  # the membranes only for a backward
+    return _LIFWindow.apply(current, steps, lam, v_th, surrogate, alpha, detach_reset, save)
 
 
 def accumulation_weight(lam: float, t: int) -> float:
