@@ -6,10 +6,10 @@ Which tensors take a kernel is decided by ``mode``:
 * ``"cuda"`` (default): CUDA tensors, when triton imports;
 * ``"all"``: every device. CPU tensors then run under Triton's interpreter, which needs
   ``TRITON_INTERPRET=1`` in the environment before triton is imported (the tests);
-* ``"off"``: never (the reference loops everywhere).
+* ``"off"``: never (the loops of ``spikeacc.neurons`` everywhere).
 
 Only float32, float16 and bfloat16 tensors take a kernel (float32 arithmetic inside);
-float64 keeps the reference. This package imports triton only when a kernel runs
+float64 keeps the loops. This package imports triton only when a kernel runs
 (``spikeacc.kernels.lif`` and ``first_spike`` import it), so importing spikeacc never
 does, and a test can still set ``TRITON_INTERPRET`` first.
 """

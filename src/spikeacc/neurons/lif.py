@@ -128,11 +128,10 @@ class _LIFWindow(torch.autograd.Function):
 
     A current [T, B, ...] saves every membrane u[t]. A one-step current [1, B, ...] (a
     static input's products, the same at every step) gets sum_t g[t], and from T = 8 on
-    (where it saves memory) it saves the spikes as bits and u only at the end of every
-    segment of ~sqrt(T) steps, and recomputes a segment's u from them, bit for bit, when
-    the backward reaches it. The float spikes are then freed once the next layer's
-    backward has read them, so the only [T, B, ...] float tensors are the spikes and
-    their gradient, as in a loop over T."""
+    (where it saves memory) it saves u only at the end of every segment of ~sqrt(T)
+    steps and recomputes a segment's u (and spikes, s = H(u - V_th)) from there, bit for
+    bit, when the backward reaches it. Nothing [T, B, ...] is saved then: the spikes are
+    freed once the next layer's backward has read them."""
 
     @staticmethod
     def forward(ctx, current: torch.Tensor, steps: int, lam: float, v_th: float,  # type: ignore[override]
@@ -141,17 +140,14 @@ class _LIFWindow(torch.autograd.Function):
         shape = (steps, *current.shape[1:])
         spikes = current.new_empty(shape)  # [T, B, ...]
         v_saved = current.new_empty((steps // every if save else 0, *shape[1:]))  # u[every k - 1]
-        spike_bits = torch.empty(shape if save and every > 1 else 0, dtype=torch.bool, device=current.device)
         v_mem, spike_prev = torch.zeros_like(spikes[0]), torch.zeros_like(spikes[0])
         for t in range(steps):
             _advance(v_mem, spike_prev, _at(current, t), lam, v_th, out=v_mem)
             spike_prev = torch.ge(v_mem, v_th, out=spikes[t])
             if save and (t + 1) % every == 0:
                 v_saved[t // every].copy_(v_mem)
-            if spike_bits.numel():
-                spike_bits[t].copy_(spike_prev)
         if save:
-            ctx.save_for_backward(v_saved, spike_bits, current if every > 1 else None)
+            ctx.save_for_backward(v_saved, current if every > 1 else None)
         ctx.settings = (lam, v_th, surrogate, alpha, detach_reset, steps, every)
         ctx.shared = current.shape[0] == 1
         return spikes
@@ -159,7 +155,7 @@ class _LIFWindow(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
-        v_saved, spike_bits, current = ctx.saved_tensors
+        v_saved, current = ctx.saved_tensors
         lam, v_th, surrogate, alpha, detach_reset, steps, every = ctx.settings
         grad_current = torch.zeros_like(grad_spikes[:1] if ctx.shared else grad_spikes)  # [1 or T, B, ...]
         grad_next = None  # g[t+1]
@@ -168,7 +164,7 @@ class _LIFWindow(torch.autograd.Function):
             if every == 1:
                 v_minus_th = v_saved[start:stop] - v_th  # u[t] - V_th, [1, B, ...]
             else:
-                v_minus_th = _recompute(v_saved, spike_bits, current, start, stop, lam, v_th, every).sub_(v_th)
+                v_minus_th = _recompute(v_saved, current, start, stop, lam, v_th, every).sub_(v_th)
             for t in reversed(range(start, stop)):
                 grad_spike = grad_spikes[t]
                 if grad_next is not None and not detach_reset:
@@ -193,13 +189,13 @@ def _advance(v_prev: torch.Tensor, spike_prev: torch.Tensor, current_t: torch.Te
     return torch.sub(v_prev, spike_prev, alpha=v_th, out=out).mul_(lam).add_(current_t)
 
 
-def _recompute(v_saved: torch.Tensor, spike_bits: torch.Tensor, current: torch.Tensor, start: int, stop: int,
-               lam: float, v_th: float, every: int) -> torch.Tensor:
+def _recompute(v_saved: torch.Tensor, current: torch.Tensor, start: int, stop: int, lam: float, v_th: float,
+               every: int) -> torch.Tensor:
     """u[start..stop-1], [stop - start, B, ...], from the saved u[start - 1] (rest at 0)."""
     v_mems = current.new_empty((stop - start, *current.shape[1:]))
     v_prev = v_saved[start // every - 1] if start else torch.zeros_like(v_mems[0])
     for t in range(start, stop):
-        spike_prev = spike_bits[t - 1].to(v_mems.dtype) if t else torch.zeros_like(v_mems[0])
+        spike_prev = torch.ge(v_prev, v_th).to(v_mems.dtype)  # s[t-1], as the forward made it
         v_prev = _advance(v_prev, spike_prev, current[0], lam, v_th, out=v_mems[t - start])
     return v_mems
 
