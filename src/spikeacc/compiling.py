@@ -2,7 +2,7 @@
 ``spikeacc train --compile``).
 
 What is compiled: the pure tensor functions that hold a method's element-wise work, the
-multi-step LIF loop (BPTT, spiking inference), the one-step LIF and SAF neuron updates
+multi-step LIF window's forward and backward loops (BPTT, spiking inference), the one-step LIF and SAF neuron updates
 (OTTT, SAF), the IF loop (ASF-BP) and the single-spike layer; the products stay
 PyTorch's (they are library calls either way). torch.compile fuses each function's
 element-wise ops into one kernel (inductor: C++ on the CPU, Triton on CUDA), compiled

@@ -73,9 +73,9 @@ class LIF(nn.Module):
         (the same current at every step) -> spikes [T, B, ...].
 
         A fused Triton kernel (``spikeacc.kernels.lif``) where ``spikeacc.kernels.wanted``
-        says so (CUDA float32/float16/bfloat16 tensors when triton imports); with
-        ``compiled`` the loop ``lif_steps`` (the reference) under torch.compile; else
-        ``lif_window``, the same loop with a hand-written reverse-time backward."""
+        says so (CUDA float32/float16/bfloat16 tensors when triton imports), else
+        ``lif_window``: the loop of ``lif_steps`` (the reference) with a hand-written
+        reverse-time backward (``compiled``: both loops under torch.compile)."""
         steps = steps or current.shape[0]
         if current.shape[0] not in (1, steps):
             raise ValueError(f"LIF.run: current has {current.shape[0]} steps, not 1 or {steps}")
@@ -83,10 +83,7 @@ class LIF(nn.Module):
             from ..kernels.lif import fused_lif  # imports triton: only once a kernel runs
             return fused_lif(current.expand(steps, *current.shape[1:]), self.lam, self.v_th, self.surrogate,
                              self.alpha, self.detach_reset)
-        if compiled:
-            return compiling.maybe(lif_steps, compiled)(
-                state_precision(current).expand(steps, *current.shape[1:]), *self._dynamics())
-        return lif_window(state_precision(current), steps, *self._dynamics())
+        return lif_window(state_precision(current), steps, *self._dynamics(), compiled=compiled)
 
     def _dynamics(self) -> tuple[float, float, str, float, bool]:
         return self.lam, self.v_th, self.surrogate, self.alpha, self.detach_reset
@@ -131,12 +128,24 @@ class _LIFWindow(torch.autograd.Function):
     (where it saves memory) it saves u only at the end of every segment of ~sqrt(T)
     steps and recomputes a segment's u (and spikes, s = H(u - V_th)) from there, bit for
     bit, when the backward reaches it. Nothing [T, B, ...] is saved then: the spikes are
-    freed once the next layer's backward has read them."""
+    freed once the next layer's backward has read them.
+
+    ``compiled``: the whole forward (``window_forward``, every u saved) and the whole
+    backward (``window_backward``) each run as one torch.compile'd function, which fuses
+    all T steps' element-wise work."""
 
     @staticmethod
     def forward(ctx, current: torch.Tensor, steps: int, lam: float, v_th: float,  # type: ignore[override]
-                surrogate: str, alpha: float, detach_reset: bool, save: bool) -> torch.Tensor:
-        every = math.isqrt(steps - 1) + 1 if current.shape[0] == 1 and steps >= 8 else 1  # steps per saved u
+                surrogate: str, alpha: float, detach_reset: bool, save: bool, compiled: bool) -> torch.Tensor:
+        ctx.settings = (lam, v_th, surrogate, alpha, detach_reset, steps)
+        ctx.shared, ctx.compiled = current.shape[0] == 1, compiled
+        if compiled:
+            spikes, v_mems = compiling.compiled(window_forward)(current, steps, lam, v_th)
+            ctx.every = 1
+            if save:
+                ctx.save_for_backward(v_mems, None)
+            return spikes
+        every = math.isqrt(steps - 1) + 1 if ctx.shared and steps >= 8 else 1  # steps per saved u
         shape = (steps, *current.shape[1:])
         spikes = current.new_empty(shape)  # [T, B, ...]
         v_saved = current.new_empty((steps // every if save else 0, *shape[1:]))  # u[every k - 1]
@@ -148,15 +157,19 @@ class _LIFWindow(torch.autograd.Function):
                 v_saved[t // every].copy_(v_mem)
         if save:
             ctx.save_for_backward(v_saved, current if every > 1 else None)
-        ctx.settings = (lam, v_th, surrogate, alpha, detach_reset, steps, every)
-        ctx.shared = current.shape[0] == 1
+        ctx.every = every
         return spikes
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
         v_saved, current = ctx.saved_tensors
-        lam, v_th, surrogate, alpha, detach_reset, steps, every = ctx.settings
+        lam, v_th, surrogate, alpha, detach_reset, steps = ctx.settings
+        every = ctx.every
+        if ctx.compiled:
+            grad_current = compiling.compiled(window_backward)(grad_spikes, v_saved, lam, v_th, surrogate, alpha,
+                                                               detach_reset, ctx.shared)
+            return grad_current, None, None, None, None, None, None, None, None
         grad_current = torch.zeros_like(grad_spikes[:1] if ctx.shared else grad_spikes)  # [1 or T, B, ...]
         grad_next = None  # g[t+1]
         for start in reversed(range(0, steps, every)):
@@ -166,15 +179,45 @@ class _LIFWindow(torch.autograd.Function):
             else:
                 v_minus_th = _recompute(v_saved, current, start, stop, lam, v_th, every).sub_(v_th)
             for t in reversed(range(start, stop)):
-                grad_spike = grad_spikes[t]
-                if grad_next is not None and not detach_reset:
-                    grad_spike = grad_next.mul(-lam * v_th).add_(grad_spike)  # dL/ds[t]
-                grad_v = derivative(surrogate, v_minus_th[t - start], alpha).mul_(grad_spike)  # g[t]
-                if grad_next is not None:
-                    grad_v.add_(grad_next, alpha=lam)
-                grad_current[0 if ctx.shared else t] += grad_v
-                grad_next = grad_v
-        return grad_current, None, None, None, None, None, None, None
+                grad_next = reverse_step(grad_spikes[t], v_minus_th[t - start], grad_next, lam, v_th, surrogate,
+                                         alpha, detach_reset)
+                grad_current[0 if ctx.shared else t] += grad_next
+        return grad_current, None, None, None, None, None, None, None, None
+
+
+def reverse_step(grad_spike: torch.Tensor, v_minus_th: torch.Tensor, grad_next: torch.Tensor | None, lam: float,
+                 v_th: float, surrogate: str, alpha: float, detach_reset: bool) -> torch.Tensor:
+    """g[t] = (g_s[t] - lam V_th g[t+1]) sigma'(u[t] - V_th) + lam g[t+1] (``_LIFWindow``),
+    from g_s[t], u[t] - V_th and g[t+1] (None at t = T - 1)."""
+    if grad_next is not None and not detach_reset:
+        grad_spike = grad_next.mul(-lam * v_th).add_(grad_spike)  # dL/ds[t]
+    grad_v = derivative(surrogate, v_minus_th, alpha).mul_(grad_spike)
+    return grad_v if grad_next is None else grad_v.add_(grad_next, alpha=lam)
+
+
+def window_forward(current: torch.Tensor, steps: int, lam: float, v_th: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward loop as pure tensor code for torch.compile: current [T or 1, B, ...]
+    -> (spikes, membranes u), each [T, B, ...]."""
+    v_mem, spike_t = torch.zeros_like(current[0]), torch.zeros_like(current[0])
+    spikes, v_mems = [], []
+    for t in range(steps):
+        v_mem = lam * (v_mem - v_th * spike_t) + _at(current, t)
+        spike_t = (v_mem >= v_th).to(v_mem.dtype)
+        spikes.append(spike_t)
+        v_mems.append(v_mem)
+    return torch.stack(spikes), torch.stack(v_mems)
+
+
+def window_backward(grad_spikes: torch.Tensor, v_mems: torch.Tensor, lam: float, v_th: float, surrogate: str,
+                    alpha: float, detach_reset: bool, shared: bool) -> torch.Tensor:
+    """The backward loop as pure tensor code for torch.compile: dL/dI [T, B, ...], or its
+    sum over t [1, B, ...] for a ``shared`` current."""
+    grads, grad_next = [], None
+    for t in reversed(range(v_mems.shape[0])):
+        grad_next = reverse_step(grad_spikes[t], v_mems[t] - v_th, grad_next, lam, v_th, surrogate, alpha,
+                                 detach_reset)
+        grads.append(grad_next if not shared or not grads else grads[-1] + grad_next)  # shared: running sum
+    return grads[-1].unsqueeze(0) if shared else torch.stack(grads[::-1])
 
 
 def _at(current: torch.Tensor, t: int) -> torch.Tensor:
@@ -201,12 +244,12 @@ def _recompute(v_saved: torch.Tensor, current: torch.Tensor, start: int, stop: i
 
 
 def lif_window(current: torch.Tensor, steps: int, lam: float, v_th: float, surrogate: str, alpha: float,
-               detach_reset: bool) -> torch.Tensor:
+               detach_reset: bool, compiled: bool = False) -> torch.Tensor:
     """``lif_steps`` (same spikes, bit for bit; gradients to rounding, tests/test_lif.py)
     at a fraction of its memory: current [T, B, ...] or [1, B, ...] (the same at every one
-    of ``steps``) -> spikes [T, B, ...]."""
+    of ``steps``) -> spikes [T, B, ...]. ``compiled``: under torch.compile (``_LIFWindow``)."""
     save = torch.is_grad_enabled() and current.requires_grad  # the membranes only for a backward
-    return _LIFWindow.apply(current, steps, lam, v_th, surrogate, alpha, detach_reset, save)
+    return _LIFWindow.apply(current, steps, lam, v_th, surrogate, alpha, detach_reset, save, compiled)
 
 
 def accumulation_weight(lam: float, t: int) -> float:
