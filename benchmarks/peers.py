@@ -377,8 +377,8 @@ def measure(group: Group, device: torch.device, repeats: int, warmup: int,
                   "library": contender.library, "version": version(contender.library),
                   "method": contender.method, "check": checks.get(contender.label)}
         if contender in kept:
-            record["peak_step_bytes"] = second_peak(contender.step, device)
-            record["peak_grad_bytes"] = second_peak(contender.loss_and_grad, device,
+            record["peak_step_bytes"] = peak_memory(contender.step, device)
+            record["peak_grad_bytes"] = peak_memory(contender.loss_and_grad, device,
                                                     partial(contender.net.zero_grad, set_to_none=True))
             if group.timed:
                 record |= {"step_seconds": seconds[contender.label],
@@ -386,19 +386,6 @@ def measure(group: Group, device: torch.device, repeats: int, warmup: int,
                            "step_min_s": min(seconds[contender.label])}
         records.append(record)
     return records
-
-
-def second_peak(fn: Callable[[], object], device: torch.device, prepare: Callable[[], None] = lambda: None) -> int:
-    """``peak_memory`` of the second of two calls of ``fn``, ``prepare`` run unprofiled before
-    each. On a CPU torch learns a block's size only while profiling and forgets it only when
-    it sees the free, so a first profiled call misjudges the frees of blocks allocated while
-    it was off (not counted, or counted with the stale size of an earlier block at that
-    address: 7.2 or 4.8 MiB for the same ANN step here). A first step also allocates the
-    optimiser's state."""
-    prepare()
-    peak_memory(fn, device)
-    prepare()
-    return peak_memory(fn, device)
 
 
 def verdict(check: dict) -> str:
@@ -566,8 +553,8 @@ def header(payload: dict) -> list[str]:
             f"of {settings['repeats']} steps taken round-robin over the group's libraries. Peak memory: "
             "extra bytes allocated during one step, and during the loss and gradient alone (from "
             "gradients set to None; the memory targets use this one, the optimiser's temporaries "
-            "would hide the methods' own), each the second of two profiled calls, "
-            "`spikeacc.profiling.peak_memory`, for every library. "
+            "would hide the methods' own), `spikeacc.profiling.peak_memory` (on a CPU the second of two "
+            "calls in one profile), for every library. "
             f"MLP 784-{settings['hidden']}-10 (batch {settings['mlp_batch']}), ConvNet {settings['channels']} "
             f"(batch {settings['conv_batch']}). Checks: loss and every gradient on float64 copies of "
             f"the initial weights and batch, max |peer - spikeacc| / max |spikeacc| <= {TOLERANCE:g} per "

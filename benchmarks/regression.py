@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             for T in TIME_STEPS:
                 steps, grads = paired_steps(baseline, workload, T, device)
                 seconds = time_round_robin(steps, repeats, warmup, device)
-                # .grad exists: steady state; the median of 3 profiles, as a CPU profile can misjudge a free
-                peaks = {key: median([peak_memory(fn, device) for _ in range(3)]) for key, fn in grads.items()}
+                peaks = {key: peak_memory(fn, device) for key, fn in grads.items()}  # .grad exists: steady state
                 for name in METHODS:
                     old, new = median(seconds[(name, "old")]), median(seconds[(name, "new")])
                     per_step = median(seconds[(name, "per-step")])
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "step, as the old code did). Same "
         f"weights and batch; `method.step` with Adam; {warmup} warm-up steps, then the median of {repeats} "
         "rounds that call old, new and per-step of every method in turn. Peak memory: extra bytes allocated "
-        "during one `loss_and_grad` (`spikeacc.profiling.peak_memory`, median of 3); the target compares "
+        "during one `loss_and_grad` (`spikeacc.profiling.peak_memory`); the target compares "
         "per-step with old, the interpreter's own memory (new holds the once-computed products for the "
         "call), and new with old for asf (its old code already took a static input once).", "",
         f"Worst step time: {worst['model']} T={worst['T']} {worst['method']}: {worst['ratio']:.3f}; worst like-for-like peak "
