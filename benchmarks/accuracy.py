@@ -34,6 +34,7 @@ from pathlib import Path
 
 from spikeacc.data import DatasetError
 from spikeacc.report import plot_comparison
+from spikeacc.checkpoint import CHECKPOINT
 from spikeacc.trainer import TrainConfig, train
 
 from . import common
@@ -58,13 +59,14 @@ GROUPS = {
 }
 
 
-def run_group(group: str, out: Path, quick: bool) -> list[dict]:
+def run_group(group: str, out: Path, quick: bool, resume: bool = False) -> list[dict]:
     rows = []
     for spec in GROUPS[group]:
         if quick:
             spec = dict(spec, epochs=1, limit_train=512, limit_test=256)
         run_dir = out / "runs" / f"{group}-{spec['method']}"
-        metrics = train(TrainConfig(**spec, out=str(run_dir)), progress=False)
+        resume_run = resume and (run_dir / CHECKPOINT).exists()
+        metrics = train(TrainConfig(**spec, out=str(run_dir), resume=resume_run), progress=False)
         rows.append({key: metrics[key] for key in (
             "method", "dataset", "model", "hidden", "T", "lr", "epochs_done", "encoder", "test_acc",
             "final_test_acc", "epoch_time_s", "spikes_per_sample", "peak_memory_mib", "method_options",
@@ -130,6 +132,8 @@ def build_parser():
     parser = common.base_parser("accuracy", __doc__.splitlines()[0])
     parser.add_argument("--group", choices=sorted(GROUPS), action="append",
                         help="run only this group (repeatable); default all")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from its checkpoint under <out>/runs/ where one exists")
     return parser
 
 
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for group in args.group or list(GROUPS):
         try:
-            rows = run_group(group, out, args.quick)
+            rows = run_group(group, out, args.quick, args.resume)
         except DatasetError as err:
             print(f"accuracy: group {group} skipped: {err}")
             status = 1

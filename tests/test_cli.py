@@ -93,6 +93,18 @@ def test_resume_rejects_other_settings_and_missing_checkpoint(full_run, tmp_path
     assert "no checkpoint" in one_error_line(capsys.readouterr().err)
 
 
+def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    del state["config"]["compile"]  # written before --compile existed: it ran eager
+    torch.save(state, out / "checkpoint.pt")
+    assert in_process("train", *TINY, "--compile", "--out", str(out), "--resume") == 2
+    assert "compile=False -> True" in one_error_line(capsys.readouterr().err)
+    assert in_process("train", *TINY[:1], "3", *TINY[2:], "--out", str(out), "--resume") == 0
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "nope"], "invalid choice: 'nope'"),

@@ -406,8 +406,10 @@ class Trainer:
 
     def _check_same_config(self, saved: dict, path: Path) -> None:
         now = self.config.record()
-        changed = [f"{key}={saved.get(key)!r} -> {now[key]!r}" for key in now
-                   if key not in RESUMABLE_CHANGES and saved.get(key) != now[key]]
+        # a setting added after the checkpoint was written ran at its default
+        saved = {**TrainConfig().record(), **saved}
+        changed = [f"{key}={saved[key]!r} -> {now[key]!r}" for key in now
+                   if key not in RESUMABLE_CHANGES and saved[key] != now[key]]
         if changed:
             raise ValueError(f"--resume: settings differ from {path} ({', '.join(changed)}); "
                              "resume with the same settings or choose another --out")
