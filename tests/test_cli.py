@@ -225,11 +225,20 @@ def test_resume_keeps_asf_k(tmp_path):
             assert a[key] == b[key], (key, a, b)
 
 
-def test_numeric_failure_inside_the_optimizer_exits_3_without_traceback(tmp_path):
+def test_an_overflowing_learning_rate_exits_3_without_traceback(tmp_path):
     done = spikeacc("train", *TINY, "--lr", "1e38", "--out", str(tmp_path / "o"))
     assert done.returncode == 3
-    assert "training step failed" in one_error_line(done.stderr)
+    assert "loss became nan" in one_error_line(done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_numeric_failure_inside_the_optimizer_exits_3_without_traceback(tmp_path, monkeypatch, capsys):
+    def overflow(self, closure=None):
+        raise RuntimeError("value cannot be converted to type float without overflow\nmore detail")
+    monkeypatch.setattr(torch.optim.Adam, "step", overflow)
+    assert in_process("train", *TINY, "--out", str(tmp_path / "o")) == 3
+    line = one_error_line(capsys.readouterr().err)
+    assert "training step failed at epoch 1, batch 1 (value cannot be converted" in line and "more detail" not in line
 
 
 def test_method_options_reach_the_method_and_survive_resume(tmp_path):
