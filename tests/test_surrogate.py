@@ -40,6 +40,18 @@ def test_spike_forward_is_heaviside_and_backward_is_surrogate(name):
     torch.testing.assert_close(x.grad, derivative(name, x.detach(), 4.0), rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_spike_without_a_graph_is_the_same_heaviside(dtype):
+    x = torch.tensor([-1.0, -1e-30, 0.0, 1e-30, 2.0], dtype=dtype)
+    with_graph = spike(x.clone().requires_grad_())
+    assert with_graph.grad_fn is not None
+    for plain in (spike(x), spike(x.clone().requires_grad_()).detach()):
+        assert plain.dtype == dtype and torch.equal(plain, with_graph.detach())
+    with torch.no_grad():
+        plain = spike(x.clone().requires_grad_())
+    assert plain.grad_fn is None and torch.equal(plain, torch.tensor([0, 0, 1, 1, 1], dtype=dtype))
+
+
 def test_sigmoid_surrogate_matches_methods_note_formula():
     x = torch.randn(100, dtype=torch.float64)
     sig = torch.sigmoid(4.0 * x)

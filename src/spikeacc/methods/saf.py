@@ -77,15 +77,18 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 
 @torch.no_grad()
 def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs,
-                           steps: int, compiled: bool = False) -> tuple[Sums, list[torch.Tensor]]:
+                           steps: int, compiled: bool = False, count: bool = True
+                           ) -> tuple[Sums, list[torch.Tensor] | None]:
     """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
-    does not grow with T: the sums after the last step, and spikes per sample of each
-    site ([B]). These are the LIF network's spikes, so Spike Representation uses this too."""
+    does not grow with T: the sums after the last step, and (with ``count``) spikes per
+    sample of each site ([B]). These are the LIF network's spikes, so Spike
+    Representation uses this too."""
     sums: Sums = {}
-    counts: list = [0.0] * len(program.sites)
+    counts: list | None = [0.0] * len(program.sites) if count else None
     for t in range(steps):
         sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled)
-        counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
+        if counts is not None:
+            counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
     return sums, counts
 
 
@@ -155,7 +158,7 @@ class SAFF(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1, self.compile)
+        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1, self.compile, count=False)
         sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile)
         logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)

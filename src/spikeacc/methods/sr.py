@@ -25,7 +25,7 @@ class SpikeRepresentation(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T, self.compile)  # A[T], no graph
+        sums, _ = accumulated_trajectory(program, ctx, leaks, inputs, T, self.compile, count=False)  # A[T], no graph
         logits = representation_pass(program, ctx, leaks, sums, T)  # [B, K]
         loss = F.cross_entropy(logits, y)
         self.backward(loss, ctx)

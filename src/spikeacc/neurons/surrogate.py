@@ -100,4 +100,6 @@ def state_precision(current: torch.Tensor) -> torch.Tensor:
 
 def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
     """H(x) forward, surrogate derivative backward. x = u - V_th."""
+    if not (x.requires_grad and torch.is_grad_enabled()):  # no graph: H(x) alone, without autograd's overhead
+        return (x >= 0).to(x.dtype)
     return _SpikeFn.apply(x, name, alpha)
