@@ -82,8 +82,9 @@ def peak_memory(fn: Callable[[], object], device: str | torch.device = "cpu",
             prof.stop()
     events = list(prof.profiler.kineto_results.events())
     window = next(e for e in events if e.name() == _MEASURED)
-    deltas = sorted((e.start_ns(), e.nbytes()) for e in events
-                    if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
+    deltas = sorted(((e.start_ns(), e.nbytes()) for e in events  # stable: events of one time stamp stay
+                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU),  # in recorded order
+                    key=lambda delta: delta[0])
     during = (nbytes for at, nbytes in deltas if window.start_ns() <= at <= window.end_ns())
     return _peak_of_running_sum(during)
 
