@@ -14,7 +14,7 @@ from spikeacc import LIF, ConvNet, MLP, graph, methods
 from spikeacc.graph import CallContext
 from spikeacc.methods.base import Inputs, spiking_inference
 from spikeacc.methods.online import Leaks
-from spikeacc.methods.saf import saf_step, weighted_readout
+from spikeacc.methods.saf import saf_fire, saf_step, weighted_readout
 from spikeacc.neurons import accumulation_weight
 from spikeacc.neurons.surrogate import derivative
 
@@ -66,6 +66,26 @@ def test_saf_forward_produces_exactly_the_lif_spikes(model, sequence):
     net, T = NETS[model](), 5
     lif_spikes = assert_saf_spikes_are_the_lif_networks(net, batch(net, T if sequence else None)[0], T)
     assert sum(s.sum() for s in lif_spikes) > 0, "test is vacuous without spikes"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_saf_fire_without_a_graph_gives_the_spikes_of_the_graph_path(dtype):
+    torch.manual_seed(0)
+    lam, v_th = 0.5, 0.75
+    acc_prev = torch.randint(0, 4, (4000,)).to(dtype) / 2  # sums of spikes
+    u_hat = torch.rand(4000, dtype=dtype) * 2
+    acc_prev[:3000] = 0  # then u[t] = U_hat[t] exactly:
+    threshold = torch.full((1000,), v_th, dtype=dtype)
+    u_hat[:1000] = threshold  # at the threshold, one float below it, one above
+    u_hat[1000:2000] = torch.nextafter(threshold, torch.zeros((), dtype=dtype))
+    u_hat[2000:3000] = torch.nextafter(threshold, torch.full((), 2.0, dtype=dtype))
+    with_graph = saf_fire(u_hat.clone().requires_grad_(), acc_prev, lam, v_th, "sigmoid", 4.0)
+    with torch.no_grad():
+        plain = saf_fire(u_hat, acc_prev, lam, v_th, "sigmoid", 4.0)
+    assert with_graph.grad_fn is not None and plain.grad_fn is None and plain.dtype == dtype
+    assert torch.equal(plain, with_graph.detach())
+    assert plain[:1000].all() and not plain[1000:2000].any() and plain[2000:3000].all()
+    assert 0 < plain[3000:].sum() < 1000
 
 
 @pytest.mark.parametrize("model", NETS)
