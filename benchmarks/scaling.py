@@ -32,6 +32,7 @@ import torch.multiprocessing as mp
 from spikeacc import methods
 from spikeacc.cli import int_at_least
 from spikeacc.models import MLP
+from spikeacc.trainer import adam
 
 from . import common
 
@@ -88,14 +89,14 @@ def all_reduce_seconds(numel: int, repeats: int) -> list[float]:
 
 
 def step_seconds(method: str, dims: tuple[int, int, int], batch: int, repeats: int) -> dict[int, list[float]]:
-    """One thread's training step (fused Adam, as the trainer) at ``batch`` and ``batch // 2``."""
+    """One thread's training step (the trainer's optimizer) at ``batch`` and ``batch // 2``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     steps = {}
     for size in (batch, batch // 2):
         torch.manual_seed(0)
         net, runner = MLP(dims[0], [dims[1]], dims[2]), methods.get(method, T=6)
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+        optimizer = adam(net.parameters(), 1e-3, torch.device("cpu"))
         x, y = torch.rand(size, dims[0]), torch.randint(0, dims[2], (size,))
         steps[size] = lambda net=net, runner=runner, optimizer=optimizer, x=x, y=y: runner.step(net, optimizer, x, y)
     seconds = common.time_round_robin(steps, repeats, 3, torch.device("cpu"))

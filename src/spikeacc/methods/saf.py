@@ -33,20 +33,15 @@ from torch import nn
 from .. import compiling
 from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
-from ..neurons.surrogate import spike, state_precision
+from ..neurons.surrogate import fire, state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
 
 def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, lam: float, v_th: float, surrogate: str,
              alpha: float) -> torch.Tensor:
-    """s[t] = H(U_hat[t] - lam V_th A[t-1] - V_th) (the neuron's surrogate in backward).
-    Without a graph, one comparison u[t] >= V_th written straight into a float tensor: the
-    same spikes, as for finite floats fl(u - V_th) >= 0 exactly when u >= V_th."""
-    v_mem = u_hat - lam * v_th * acc_prev  # u[t]
-    if not (v_mem.requires_grad and torch.is_grad_enabled()):
-        return torch.ge(v_mem, v_th, out=torch.empty_like(v_mem))
-    return spike(v_mem - v_th, surrogate, alpha)
+    """s[t] = H(U_hat[t] - lam V_th A[t-1] - V_th) (the neuron's surrogate in backward)."""
+    return fire(u_hat - lam * v_th * acc_prev, v_th, surrogate, alpha)  # u[t] = U_hat[t] - lam V_th A[t-1]
 
 
 def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,

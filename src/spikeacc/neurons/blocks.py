@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .single_spike import apply_decay_matrix, decay_from_tau, decay_matrix, flat_decay
-from .surrogate import check_surrogate, spike
+from .surrogate import check_surrogate, fire
 
 
 def _check(threshold: float, refractory: int) -> None:
@@ -68,7 +68,7 @@ def blocks_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: flo
     for block in blocks:  # [L, B, M]
         free = position >= refractory_until  # [L, B, M]
         v_mem = apply_decay_matrix(decay, block * free) + rise * v_start  # [L, B, M]
-        block_spikes = spike(v_mem - threshold, "fast_sigmoid", scale) * can_fire(v_mem, threshold, free)
+        block_spikes = fire(v_mem, threshold, "fast_sigmoid", scale) * can_fire(v_mem, threshold, free)
         fired = block_spikes.detach()  # at most one per neuron and block
         spikes.append(block_spikes)
         v_mems.append(v_mem)
@@ -101,7 +101,7 @@ def sequential_refractory_lif(current: torch.Tensor, beta: torch.Tensor | float,
     for current_t in current:
         active = (steps_left == 0).to(current.dtype)
         v_mem = (beta * v_mem + current_t) * active
-        spike_t = spike(v_mem - threshold, "fast_sigmoid", scale) * active
+        spike_t = fire(v_mem, threshold, "fast_sigmoid", scale) * active
         fired = spike_t.detach() > 0
         steps_left = torch.where(fired, torch.full_like(steps_left, int(refractory)),
                                  (steps_left - 1).clamp(min=0))

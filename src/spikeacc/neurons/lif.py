@@ -19,7 +19,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .. import compiling, kernels
-from .surrogate import check_surrogate, derivative, spike, state_precision
+from .surrogate import check_surrogate, derivative, fire, state_precision
 
 
 class LIF(nn.Module):
@@ -60,7 +60,7 @@ class LIF(nn.Module):
 
     def fire(self, v_mem: torch.Tensor) -> torch.Tensor:
         """s = H(u - V_th) with the surrogate derivative in backward."""
-        return spike(v_mem - self.v_th, self.surrogate, self.alpha)
+        return fire(v_mem, self.v_th, self.surrogate, self.alpha)
 
     def step(self, v_mem: torch.Tensor, spike_prev: torch.Tensor, current: torch.Tensor,
              compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +100,7 @@ def lif_step(v_mem: torch.Tensor, spike_prev: torch.Tensor, current: torch.Tenso
     """u[t] = lam (u[t-1] - V_th s[t-1]) + I[t], s[t] = H(u[t] - V_th): (u[t], s[t])."""
     reset = spike_prev.detach() if detach_reset else spike_prev
     v_mem = lam * (v_mem - v_th * reset) + current
-    return v_mem, spike(v_mem - v_th, surrogate, alpha)
+    return v_mem, fire(v_mem, v_th, surrogate, alpha)
 
 
 def lif_steps(current: torch.Tensor, lam: float, v_th: float, surrogate: str, alpha: float,

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from .. import compiling
-from .surrogate import check_surrogate, derivative, spike, state_precision
+from .surrogate import check_surrogate, derivative, fire, state_precision
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
 # "auto" uses the matmul form up to this T and the chunked form above it (measured on
@@ -337,7 +337,7 @@ def sequential_single_spike(current: torch.Tensor, beta: torch.Tensor | float, t
     spikes, v_mems = [], []
     for current_t in current:
         v_mem = beta * v_mem + current_t
-        faulty = spike(v_mem - threshold, "fast_sigmoid", scale)
+        faulty = fire(v_mem, threshold, "fast_sigmoid", scale)
         count = count + faulty
         z = z + count
         spike_t = faulty.detach() * (1.0 - fired)  # at most once

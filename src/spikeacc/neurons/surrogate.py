@@ -98,8 +98,16 @@ def state_precision(current: torch.Tensor) -> torch.Tensor:
     return current.float() if current.dtype in (torch.float16, torch.bfloat16) else current
 
 
+def fire(v_mem: torch.Tensor, v_th: float, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
+    """s = H(u - V_th) forward, the surrogate derivative at u - V_th backward. Without a
+    graph, one comparison u >= V_th written straight into a float tensor, without
+    autograd's overhead: the same spikes, as for finite floats fl(u - V_th) >= 0 exactly
+    when u >= V_th."""
+    if not (v_mem.requires_grad and torch.is_grad_enabled()):
+        return torch.ge(v_mem, v_th, out=torch.empty_like(v_mem))
+    return _SpikeFn.apply(v_mem - v_th, name, alpha)
+
+
 def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
     """H(x) forward, surrogate derivative backward. x = u - V_th."""
-    if not (x.requires_grad and torch.is_grad_enabled()):  # no graph: H(x) alone, without autograd's overhead
-        return (x >= 0).to(x.dtype)
-    return _SpikeFn.apply(x, name, alpha)
+    return fire(x, 0.0, name, alpha)
