@@ -127,5 +127,9 @@ def attach(method, net: nn.Module, group: Group) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group once every process has reached this point: a process that
+    tears gloo down while a peer still uses the connection can abort (SIGABRT, seen in
+    tests/test_distributed.py)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
