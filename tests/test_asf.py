@@ -1,4 +1,4 @@
-"""ASF-BP (methods/asf.py) and its IF neuron (neurons/if_neuron.py), in float64."""
+"""ASF-BP (methods/asf.py) and its IF neuron (neurons/if_neuron.py: asf_neuron), in float64."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +12,7 @@ from spikeacc.methods.asf import ASF, AdaptiveGain, accumulated_flow
 from spikeacc.methods.base import Inputs
 from spikeacc.models import MLP, ConvNet
 from spikeacc.neurons import LIF
-from spikeacc.neurons.if_neuron import IF
+from spikeacc.neurons.if_neuron import asf_neuron as IF
 
 
 
@@ -72,10 +72,10 @@ def flow_of(net, x, T, neuron, chunk=None, pool_neuron=None):
 
 def test_if_neuron_hard_reset_and_leak():
     current = torch.tensor([0.25, 0.25, 0.25, 0.25, 0.6, 0.6]).view(6, 1)
-    spikes, v_last = IF().run(current)
+    spikes, (v_last, _) = IF().free_run(current)
     assert spikes.flatten().tolist() == [0, 0, 0, 1, 0, 1]  # 4 x 0.25 = 1 >= V_th, reset to 0
     assert v_last.item() == 0.0  # 0.6 + 0.6 >= V_th: reset after the last spike
-    spikes, _ = IF(v_th=1.0, leak=0.5).run(current)
+    spikes, _ = IF(v_th=1.0, leak=0.5).free_run(current)
     assert spikes.flatten().tolist() == [0, 0, 0, 0, 0, 1]
     with pytest.raises(ValueError):
         IF(v_th=0.0)
@@ -366,8 +366,8 @@ def test_step_trains_conv_net_per_channel():
 
 def test_strict_if_neuron_fires_above_the_threshold_only():
     pooled = torch.full((5, 1), 0.25)  # average-pooled spikes: multiples of 0.25
-    assert IF(0.75).run(pooled)[0].flatten().tolist() == [0, 0, 1, 0, 0]  # 0.75 >= 0.75
-    assert IF(0.75, strict=True).run(pooled)[0].flatten().tolist() == [0, 0, 0, 1, 0]  # 1.0 > 0.75
+    assert IF(0.75).free_run(pooled)[0].flatten().tolist() == [0, 0, 1, 0, 0]  # 0.75 >= 0.75
+    assert IF(0.75, strict=True).free_run(pooled)[0].flatten().tolist() == [0, 0, 0, 1, 0]  # 1.0 > 0.75
 
 
 def authors_lenet_reference(net, x, T, v_th=1.0, pool_v_th=0.75):

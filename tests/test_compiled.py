@@ -16,8 +16,7 @@ from torch import nn
 
 from spikeacc import LIF, MLP, compiling, methods
 from spikeacc.methods.saf import saf_fire
-from spikeacc.neurons.if_neuron import if_steps
-from spikeacc.neurons.lif import lif_step, lif_window, window_backward, window_forward
+from spikeacc.neurons.lif import free_steps, lif_window, neuron_step, window_backward, window_forward
 from spikeacc.neurons.single_spike import single_spike_lif
 
 compiling.BACKEND = "aot_eager"
@@ -52,8 +51,8 @@ def run(net, name: str, compile: bool, x, y):
     return loss, logits, {n: p.grad for n, p in net.named_parameters()}, method.infer(net, x)
 
 
-COMPILED = {"bptt": window_forward, "ottt-o": lif_step, "ottt-a": lif_step, "sr": saf_fire, "saf-e": saf_fire,
-            "saf-f": saf_fire, "asf": if_steps, "single-spike": single_spike_lif}
+COMPILED = {"bptt": window_forward, "ottt-o": neuron_step, "ottt-a": neuron_step, "sr": saf_fire, "saf-e": saf_fire,
+            "saf-f": saf_fire, "asf": free_steps, "single-spike": single_spike_lif}
 
 
 @pytest.mark.parametrize("kind", ["mlp", "residual"])
@@ -92,7 +91,7 @@ def test_the_lif_loop_compiled_by_inductor_equals_eager(current_steps, monkeypat
     monkeypatch.setattr(compiling, "compiled", lambda fn: requested.append(fn) or real(fn))
     results = []
     for compiled in (True, False):
-        spikes = lif_window(current, 6, 0.5, 1.0, "sigmoid", 4.0, False, compiled=compiled)
+        spikes = lif_window(current, 6, LIF(tau=2.0).dynamics(), compiled=compiled)
         (grad,) = torch.autograd.grad((spikes * weights).sum(), current)
         results.append((spikes, grad))
     real.cache_clear()  # the other tests' backend again

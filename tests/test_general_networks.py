@@ -16,7 +16,7 @@ from spikeacc import LIF, methods
 from spikeacc.methods.base import spiking_inference
 from spikeacc.methods.single_spike import SingleSpike
 from spikeacc.neurons import accumulation_weight
-from spikeacc.neurons.if_neuron import IF
+from spikeacc.neurons.if_neuron import asf_neuron
 from spikeacc.neurons.surrogate import derivative
 
 from tests.helpers import (ATOL, assert_bptt_equals_unroll, assert_grads_close, assert_same_loss_and_gradients,
@@ -268,12 +268,12 @@ def test_if_neuron_counts_match_the_method_forward_on_the_residual_network():
     net, T = ResMLP(), 9
     x = torch.rand(3, 6)
     counts = methods.get("asf", T=T).infer(net, x).spike_counts
-    v, O = [0.0] * 3, [0.0] * 3
-    neuron = IF()
+    v, O = [None] * 3, [0.0] * 3
+    neuron = asf_neuron()
     for _ in range(T):
-        h1, v[0] = neuron.run((x @ net.fc1.weight.T + net.fc1.bias).unsqueeze(0), v[0] if torch.is_tensor(v[0]) else None)
-        h2, v[1] = neuron.run(net.fc2(h1[0]).unsqueeze(0), v[1] if torch.is_tensor(v[1]) else None)
-        h3, v[2] = neuron.run((h2[0] + h1[0]).unsqueeze(0), v[2] if torch.is_tensor(v[2]) else None)
+        h1, v[0] = neuron.free_run((x @ net.fc1.weight.T + net.fc1.bias).unsqueeze(0), v[0])
+        h2, v[1] = neuron.free_run(net.fc2(h1[0]).unsqueeze(0), v[1])
+        h3, v[2] = neuron.free_run((h2[0] + h1[0]).unsqueeze(0), v[2])
         O = [o + h[0].sum(1) for o, h in zip(O, (h1, h2, h3))]
     for got, want in zip(counts, O):
         assert torch.equal(got, want)

@@ -79,9 +79,9 @@ def test_saf_fire_without_a_graph_gives_the_spikes_of_the_graph_path(dtype):
     u_hat[:1000] = threshold  # at the threshold, one float below it, one above
     u_hat[1000:2000] = torch.nextafter(threshold, torch.zeros((), dtype=dtype))
     u_hat[2000:3000] = torch.nextafter(threshold, torch.full((), 2.0, dtype=dtype))
-    with_graph = saf_fire(u_hat.clone().requires_grad_(), acc_prev, lam, v_th, "sigmoid", 4.0)
+    with_graph = saf_fire(u_hat.clone().requires_grad_(), acc_prev, lam, v_th, "sigmoid", 4.0, False)
     with torch.no_grad():
-        plain = saf_fire(u_hat, acc_prev, lam, v_th, "sigmoid", 4.0)
+        plain = saf_fire(u_hat, acc_prev, lam, v_th, "sigmoid", 4.0, False)
     assert with_graph.grad_fn is not None and plain.grad_fn is None and plain.dtype == dtype
     assert torch.equal(plain, with_graph.detach())
     assert plain[:1000].all() and not plain[1000:2000].any() and plain[2000:3000].all()

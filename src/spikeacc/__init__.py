@@ -1,7 +1,7 @@
 """spikeacc: train spiking neural networks at close to the cost of an ordinary network."""
 from . import methods
 from .models import MLP, ConvNet
-from .neurons import LIF
+from .neurons import IF, LIF
 
 __version__ = "0.1.0"
-__all__ = ["LIF", "MLP", "ConvNet", "methods", "__version__"]
+__all__ = ["IF", "LIF", "MLP", "ConvNet", "methods", "__version__"]

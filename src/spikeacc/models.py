@@ -23,9 +23,10 @@ from .neurons import LIF
 
 
 def _neurons(template: LIF | None) -> Callable[[], LIF]:
-    """A factory of LIFs with the template's settings (default LIF())."""
-    settings = (template or LIF()).settings()
-    return lambda: LIF(**settings)
+    """A factory of neurons with the template's class and settings (default LIF())."""
+    template = template or LIF()
+    settings = template.settings()
+    return lambda: type(template)(**settings)
 
 
 def _sequential(layers: Sequence[nn.Module], sample_shape: Sequence[int]) -> nn.Sequential:

@@ -1,7 +1,7 @@
 """ASF-BP: backpropagation on the accumulated spiking flow (Wu et al., AAAI 2021;
 methods.md "ASF-BP"; authors' code neural-lab/ASF-BP).
 
-Forward (no graph): integrate-and-fire neurons with hard reset (neurons/if_neuron.py)
+Forward (no graph): integrate-and-fire neurons with hard reset (``neurons.if_neuron.asf_neuron``)
 take the place of the network's LIF neurons and run for T steps. Per neuron site l the
 method keeps the accumulated input and output of the whole window,
 
@@ -49,7 +49,8 @@ from torch import nn
 
 from ..graph import OP, SITE, Bias, CallContext, Pass, Program, Site
 from ..graph.ops import is_avgpool
-from ..neurons.if_neuron import IF
+from ..neurons.if_neuron import asf_neuron
+from ..neurons.lif import LIF
 from ..neurons.surrogate import state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad, run_window, steps_first
 
@@ -136,7 +137,7 @@ class Stage:
     site: Site | None
 
 
-def stages(program: Program, pool_neuron: IF | None) -> list[Stage]:
+def stages(program: Program, pool_neuron: LIF | None) -> list[Stage]:
     """The neuron sites and, with ``pool_neuron``, the poolings of spikes, in graph order."""
     found = [Stage(site.index, site.name, site) for site in program.sites]
     if pool_neuron is not None:
@@ -158,8 +159,8 @@ class Flow:
 
 
 @torch.no_grad()
-def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron: IF,
-                     chunk: int | None = None, pool_neuron: IF | None = None, compiled: bool = False) -> Flow:
+def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron: LIF,
+                     chunk: int | None = None, pool_neuron: LIF | None = None, compiled: bool = False) -> Flow:
     """Run the IF network for T steps without a graph and accumulate its Flow.
 
     Time is processed in windows of ``chunk`` steps (None: all T at once); inside a
@@ -170,11 +171,11 @@ def accumulated_flow(program: Program, ctx: CallContext, inputs: Inputs, neuron:
     """
     T = inputs.T
     chunk = T if chunk is None else chunk
-    v_mems: dict[int, torch.Tensor] = {}
+    states: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     counts: dict[int, torch.Tensor] = {}
 
-    def run(if_neuron: IF, index: int, current: torch.Tensor) -> torch.Tensor:
-        spikes, v_mems[index] = if_neuron.run(current, v_mems.get(index), compiled)  # [S, B, ...]
+    def run(if_neuron: LIF, index: int, current: torch.Tensor) -> torch.Tensor:
+        spikes, states[index] = if_neuron.free_run(current, states.get(index), compiled)  # [S, B, ...]
         counts[index] = counts[index] + spikes.sum(0) if index in counts else spikes.sum(0)
         return spikes
 
@@ -212,6 +213,7 @@ class ASF(Method):
     """
 
     name = "asf"
+    neuron_rule = "own"
 
     def __init__(self, T: int, v_th: float = 1.0, leak: float = 1.0, loss: str = "mse",
                  per_channel: bool = False, k_every: int = 1, chunk: int | None = 10,
@@ -223,8 +225,8 @@ class ASF(Method):
             raise ValueError(f"ASF k_every must be an integer >= 0, got {k_every}")
         if chunk is not None and (int(chunk) != chunk or chunk <= 0):
             raise ValueError(f"ASF chunk must be a positive integer or None, got {chunk}")
-        self.neuron = IF(v_th, leak, strict)
-        self.pool_neuron = None if pool_v_th is None else IF(pool_v_th, strict=strict)
+        self.neuron = asf_neuron(v_th, leak, strict)
+        self.pool_neuron = None if pool_v_th is None else asf_neuron(pool_v_th, strict=strict)
         self.loss, self.per_channel = loss, per_channel
         self.k_every, self.chunk = int(k_every), chunk
         self.gains: dict[str, AdaptiveGain] = {}  # one per stage, by stage name

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import graph
 from ..graph import CallContext, Pass, Program, Site
+from . import rules
 
 
 @dataclass
@@ -95,10 +96,13 @@ class Method:
     Subclasses implement ``loss_and_grad`` (accumulates into ``.grad``) and ``infer``.
     ``any_op``: the method runs any op between neurons; otherwise every op must be
     affine (``spikeacc.graph.ops``) and ``setup`` refuses the network before computing.
+    ``neuron_rule``: the neuron settings it runs (``spikeacc.methods.rules``), checked by
+    ``setup`` likewise.
     """
 
     name: str = ""
     any_op: bool = False
+    neuron_rule: str = "bptt"
     static_once: bool = True  # a static input's input-only ops once per call (CallContext)
     compile: bool = False  # neuron dynamics under torch.compile (spikeacc.compiling)
 
@@ -149,6 +153,7 @@ class Method:
         program = graph.of(net)
         if not self.any_op:
             program.check_affine(self.name)
+        rules.check(program, self.name, self.neuron_rule)
         inputs = Inputs(x, self.T, net, program)
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
@@ -242,7 +247,8 @@ def spiking_inference(net: nn.Module, x: torch.Tensor, T: int, readout: str = "m
     program = graph.of(net)
     inputs = Inputs(x, T, net, program)
     spikes, per_step = lif_forward(program, inputs, CallContext(inputs.batch, inputs.x if inputs.static else None))
-    return Inference(readout_logits(per_step, readout, readout_leak(program)), spike_counts(spikes))
+    lam = readout_leak(program) if readout == "weighted" else 0.0
+    return Inference(readout_logits(per_step, readout, lam), spike_counts(spikes))
 
 
 def spike_counts(spikes: list[torch.Tensor]) -> list[torch.Tensor]:

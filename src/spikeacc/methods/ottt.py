@@ -30,12 +30,14 @@ from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 @dataclass
 class OTTTState:
     leaks: Leaks
-    v_mem: dict[int, torch.Tensor] = field(default_factory=dict)  # per site, u[t-1]
+    v_mem: dict[int, torch.Tensor] = field(default_factory=dict)  # per site, V[t-1] (after its reset)
     spike: dict[int, torch.Tensor] = field(default_factory=dict)  # per site, s[t-1]
     traces: Sums = field(default_factory=dict)  # a_hat[t-1] per (source, leak)
 
 
 class OTTT(OnlineMethod):
+    neuron_rule = "ottt"
+
     def __init__(self, T: int, variant: str = "a") -> None:
         super().__init__(T)
         if variant not in ("a", "o"):
@@ -65,10 +67,10 @@ class OTTT(OnlineMethod):
         spikes = []
         for site in program.sites:
             current = replace_grad(value.take(site.input), traces[leaks.site[site.index]].take(site.input))
-            v_prev = state.v_mem.get(site.index)
-            if v_prev is None:
-                v_prev = torch.zeros_like(current)
-            spike_prev = state.spike.get(site.index, v_prev)
+            if site.index in state.v_mem:
+                v_prev, spike_prev = state.v_mem[site.index], state.spike[site.index]
+            else:
+                v_prev, spike_prev = site.module.rest_state(current)
             v_mem, spike = site.module.step(v_prev, spike_prev, current, self.compile)
             state.v_mem[site.index], state.spike[site.index] = v_mem.detach(), spike.detach()
             emit(site.index, spike)

@@ -7,6 +7,11 @@ for a neuron with leak lam and input ops I = L(sources) + b:
     U_hat[t] = L(A_sources[t]) + c[t] b,   c[t] = sum_{k<t} lam^k
     s[t] = H(U_hat[t] - lam * V_th * A[t-1] - V_th),   A[t] = lam * A[t-1] + s[t]
 
+The other settings of the LIF family it runs (``methods.rules``): the late subtraction
+(snnTorch's: rho = 1 in s[t] = H(g U_hat[t] - rho V_th A[t-1] - V_th), lam V_th above being
+rho = lam), no reset (rho = 0), input decay (g = 1 - lam, else 1), no leak (lam = 1, c[t] = t)
+and firing on >.
+
 where A_sources are the sources' sums with this neuron's leak (``online.Leaks``), so one
 product per op and step carries both the value and the weight gradient (OTTT needs the
 ops on s[t] and on a_hat[t]). The spikes are those of the LIF network, so SAF-trained
@@ -33,15 +38,22 @@ from torch import nn
 from .. import compiling
 from ..graph import Bias, CallContext, Pass, Program
 from ..neurons import accumulation_weight
+from ..neurons.lif import LIF
 from ..neurons.surrogate import fire, state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
 
-def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, lam: float, v_th: float, surrogate: str,
-             alpha: float) -> torch.Tensor:
-    """s[t] = H(U_hat[t] - lam V_th A[t-1] - V_th) (the neuron's surrogate in backward)."""
-    return fire(u_hat - lam * v_th * acc_prev, v_th, surrogate, alpha)  # u[t] = U_hat[t] - lam V_th A[t-1]
+def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, reset_factor: float, v_th: float, surrogate: str,
+             alpha: float, strict: bool) -> torch.Tensor:
+    """s[t] = H(U_hat[t] - rho V_th A[t-1] - V_th) (the neuron's surrogate in backward)."""
+    return fire(u_hat - reset_factor * v_th * acc_prev, v_th, surrogate, alpha, strict)  # u[t] = U_hat - rho V_th A
+
+
+def reset_factor(neuron: LIF) -> float:
+    """rho in u[t] = g U_hat[t] - rho V_th A[t-1]: lam for the subtraction before the leak, 1
+    for the late subtraction (after the leak), 0 without a reset (``rules`` refuses the rest)."""
+    return {"subtract": neuron.lam, "subtract_late": 1.0, "none": 0.0}[neuron.reset]
 
 
 def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,
@@ -49,7 +61,8 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
     """One SAF step (t 0-based) through every site: the sums A[t] per (source, leak)
     and each site's spikes s[t]. ``previous``: A[t-1] (constants; empty before step 0).
     With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th];
-    ``compiled``: the neuron update under torch.compile."""
+    ``compiled``: the neuron update under torch.compile. A neuron with ``decay_input`` takes
+    g U_hat (g = 1 - lam), one with the late subtraction rho = 1 (``reset_factor``)."""
     passes = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
     sums: Sums = {}
 
@@ -62,12 +75,14 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
     for site in program.sites:
         lam, neuron = leaks.site[site.index], site.module
         u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
-        acc_prev = previous.get((site.index, lam))
-        if acc_prev is None:
+        if neuron.decay_input:
+            u_hat = (1.0 - lam) * u_hat
+        acc_prev, rho = previous.get((site.index, lam)), reset_factor(neuron)
+        if acc_prev is None or rho == 0.0:
             spike_t = neuron.fire(u_hat)
         else:
-            spike_t = compiling.maybe(saf_fire, compiled)(u_hat, acc_prev, lam, neuron.v_th, neuron.surrogate,
-                                                          neuron.alpha)
+            spike_t = compiling.maybe(saf_fire, compiled)(u_hat, acc_prev, rho, neuron.v_th, neuron.surrogate,
+                                                          neuron.alpha, neuron.strict)
         if sr_surrogate:
             spike_t = replace_grad(spike_t, torch.clamp(u_hat, 0.0, accumulation_weight(lam, t + 1) * neuron.v_th))
         emit(site.index, spike_t)
@@ -122,6 +137,7 @@ class SAFE(OnlineMethod):
     """SAF-E: a loss at every step, gradient equal to OTTT-A's."""
 
     name = "saf-e"
+    neuron_rule = "saf"
 
     def start(self, program: Program) -> SAFEState:
         return SAFEState(Leaks(program, own=True))
@@ -148,6 +164,7 @@ class SAFF(Method):
     """
 
     name = "saf-f"
+    neuron_rule = "saf"
 
     def __init__(self, T: int, surrogate: str = "neuron") -> None:
         super().__init__(T)

@@ -44,6 +44,7 @@ class SingleSpike(Method):
 
     name = "single-spike"
     any_op = True
+    neuron_rule = "own"
 
     def __init__(self, T: int, tau_hidden: float = 10.0, tau_readout: float = 20.0,
                  threshold: float = 1.0, scale: float = 10.0, readout: str = "sum",

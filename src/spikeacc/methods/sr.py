@@ -21,6 +21,7 @@ from .saf import accumulated_trajectory, readout_pass
 
 class SpikeRepresentation(Method):
     name = "sr"
+    neuron_rule = "sr"
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
@@ -47,8 +48,10 @@ def representation_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: 
     readout = Pass(program, ctx)
     publish(rates_of(sums, program.input, leaks, T), program.input, leaks, passes, readout, lambda lam: 1.0)
     for site in program.sites:
-        v_th = site.module.v_th
-        i_avg = passes[leaks.site[site.index]].take(site.input)
+        v_th, lam = site.module.v_th, leaks.site[site.index]
+        i_avg = passes[lam].take(site.input)
+        if site.module.decay_input:
+            i_avg = (1.0 - lam) * i_avg
         slope = torch.clamp(i_avg, 0.0, v_th) / v_th  # the rate as a function of the current
         publish(rates_of(sums, site.index, leaks, T, slope), site.index, leaks, passes, readout)
     return readout.take(program.output)

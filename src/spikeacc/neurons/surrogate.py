@@ -80,15 +80,15 @@ def derivative(name: str, x: torch.Tensor, alpha: float) -> torch.Tensor:
 
 class _SpikeFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, name: str, alpha: float, strict: bool) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
         ctx.name, ctx.alpha = name, alpha
-        return (x >= 0).to(x.dtype)
+        return (x > 0 if strict else x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return derivative(ctx.name, x, ctx.alpha).mul_(grad_out), None, None
+        return derivative(ctx.name, x, ctx.alpha).mul_(grad_out), None, None, None
 
 
 def state_precision(current: torch.Tensor) -> torch.Tensor:
@@ -98,14 +98,17 @@ def state_precision(current: torch.Tensor) -> torch.Tensor:
     return current.float() if current.dtype in (torch.float16, torch.bfloat16) else current
 
 
-def fire(v_mem: torch.Tensor, v_th: float, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
-    """s = H(u - V_th) forward, the surrogate derivative at u - V_th backward. Without a
-    graph, one comparison u >= V_th written straight into a float tensor, without
-    autograd's overhead: the same spikes, as for finite floats fl(u - V_th) >= 0 exactly
-    when u >= V_th."""
-    if not (v_mem.requires_grad and torch.is_grad_enabled()):
-        return torch.ge(v_mem, v_th, out=torch.empty_like(v_mem))
-    return _SpikeFn.apply(v_mem - v_th, name, alpha)
+def fire(v_mem: torch.Tensor, v_th: float | torch.Tensor, name: str = "sigmoid", alpha: float = 4.0,
+         strict: bool = False) -> torch.Tensor:
+    """s = H(u - V_th) forward (u > V_th with ``strict``, snnTorch's and NIR's rule), the
+    surrogate derivative at u - V_th backward (a tensor V_th, e.g. a learnable threshold,
+    gets its gradient too). Without a graph, one comparison u >= V_th written straight
+    into a float tensor, without autograd's overhead: the same spikes, as for finite
+    floats fl(u - V_th) >= 0 exactly when u >= V_th (and > likewise)."""
+    graph = torch.is_grad_enabled() and (v_mem.requires_grad or isinstance(v_th, torch.Tensor) and v_th.requires_grad)
+    if not graph:
+        return (torch.gt if strict else torch.ge)(v_mem, v_th, out=torch.empty_like(v_mem))
+    return _SpikeFn.apply(v_mem - v_th, name, alpha, strict)
 
 
 def spike(x: torch.Tensor, name: str = "sigmoid", alpha: float = 4.0) -> torch.Tensor:
