@@ -1,4 +1,4 @@
-"""NIR export and import (spikeacc.nir, ``spikeacc export --format nir``).
+"""NIR export and import (spikeacc.interop.nir, ``spikeacc export --format nir``).
 
 * Round trip: every parameter written equals the module's, survives the file, and
   ``load`` gives back the same modules (exact; float64).
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikeacc import LIF, methods
-from spikeacc import nir as snir
+from spikeacc.interop import nir as snir
 from spikeacc.models import MLP, ConvNet, SpikingResNet, build
 from tests.test_cli import in_process, one_error_line
 

@@ -1,7 +1,9 @@
 """spikeacc: train spiking neural networks at close to the cost of an ordinary network."""
-from . import methods
-from .models import MLP, ConvNet
-from .neurons import IF, LIF
-
 __version__ = "0.1.0"
-__all__ = ["IF", "LIF", "MLP", "ConvNet", "methods", "__version__"]
+
+from . import methods  # noqa: E402
+from .interop.convert import convert  # noqa: E402
+from .models import MLP, ConvNet  # noqa: E402
+from .neurons import IF, LIF  # noqa: E402
+
+__all__ = ["IF", "LIF", "MLP", "ConvNet", "convert", "methods", "__version__"]

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a trained checkpoint in another format (NIR)",
                                  formatter_class=DefaultsFormatter,
                                  description="Write the LIF network of a checkpoint as a NIR graph "
-                                             "(spikeacc.nir).")
+                                             "(spikeacc.interop.nir).")
     export.add_argument("--format", required=True, choices=["nir"], help="file format")
     export.add_argument("checkpoint", help="checkpoint.pt written by spikeacc train")
     export.add_argument("out", help="file to write, e.g. model.nir")
@@ -213,7 +213,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        from .nir import export_checkpoint
+        from .interop.nir import export_checkpoint
 
         nir_graph = export_checkpoint(args.checkpoint, args.out, dt=args.dt, allow_lossy=args.allow_lossy)
     except (ImportError, ValueError) as err:

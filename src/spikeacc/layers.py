@@ -1,5 +1,6 @@
 """Layers the papers' networks use besides torch.nn's: scaled weight standardisation
-(the OTTT and SAF CIFAR networks, after Brock et al.'s NF-Nets) and a constant scale.
+(the OTTT and SAF CIFAR networks, after Brock et al.'s NF-Nets), a constant scale, and
+SpikingJelly's voting readout.
 
 All are affine in their input, so every method runs them; their forward is written with
 F.conv2d / F.linear and a weight computed from the parameters, which spikeacc's graph
@@ -61,3 +62,18 @@ class Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.factor
+
+
+class Voting(nn.Module):
+    """The mean of every ``voting_size`` consecutive features: [B, K * voting_size] -> [B, K]
+    (SpikingJelly's VotingLayer, an average pooling; affine, so every method runs it)."""
+
+    def __init__(self, voting_size: int = 10) -> None:
+        super().__init__()
+        self.voting_size = int(voting_size)
+
+    def extra_repr(self) -> str:
+        return f"voting_size={self.voting_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool1d(x.unsqueeze(1), self.voting_size, self.voting_size).squeeze(1)

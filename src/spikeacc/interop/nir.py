@@ -44,15 +44,15 @@ try:
 except ImportError as err:  # the optional extra
     raise ImportError("NIR export and import need the 'nir' package: pip install 'spikeacc[nir]'") from err
 
-from . import __version__, graph, methods
-from .graph import OP, SITE, CallContext, Pass, Program
-from .graph.ops import LinearOp, Sum, WeightedFn
-from .graph.program import Node, Ref
-from .layers import Scale
-from .methods.base import run_window
-from .models import build
-from .neurons import LIF
-from .checkpoint import atomic_write, read_checkpoint
+from .. import __version__, graph, methods
+from ..checkpoint import atomic_write, read_checkpoint
+from ..graph import OP, SITE, CallContext, Pass, Program
+from ..graph.ops import LinearOp, Sum, WeightedFn
+from ..graph.program import Node, Ref
+from ..layers import Scale
+from ..methods.base import run_window
+from ..models import build
+from ..neurons import LIF
 
 LOSSY = ("spikeacc's LIF subtracts V_th from the membrane after a spike and fires on v >= V_th; "
          "NIR's LIF sets v = v_reset after a spike and fires on v > v_threshold")
