@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import nir
 import numpy as np
 import pytest
@@ -166,8 +168,12 @@ def assert_same_node(a: nir.NIRNode, b: nir.NIRNode) -> None:
     assert type(a) is type(b)
     fields_a, fields_b = node_fields(a), node_fields(b)
     assert fields_a.keys() == fields_b.keys()
+    neuron = isinstance(a, (nir.LIF, nir.IF))  # thresholds scaled by 1/tau and back: to the last bits
     for key in fields_a:
-        assert np.array_equal(np.asarray(fields_a[key]), np.asarray(fields_b[key])), (type(a).__name__, key)
+        value_a, value_b = np.asarray(fields_a[key]), np.asarray(fields_b[key])
+        numeric = neuron and value_a.dtype.kind == "f"
+        same = np.allclose(value_a, value_b, rtol=4e-16, atol=0) if numeric else np.array_equal(value_a, value_b)
+        assert same, (type(a).__name__, key)
 
 
 def pair(value) -> tuple:
@@ -200,8 +206,8 @@ def assert_exported(module: nn.Module, node: nir.NIRNode, in_shape: tuple[int, .
         assert (node.start_dim, node.end_dim) == per_sample
     elif isinstance(module, LIF):
         assert isinstance(node, nir.LIF) and node.tau.shape == in_shape
-        for field, value in (("tau", module.tau * dt), ("r", module.tau), ("v_leak", 0.0),
-                             ("v_threshold", module.v_th), ("v_reset", 0.0)):
+        for field, value in (("tau", module.tau * dt), ("r", 1.0), ("v_leak", 0.0),
+                             ("v_threshold", module.v_th / module.tau), ("v_reset", 0.0)):
             assert np.all(getattr(node, field) == value), field
     else:
         raise AssertionError(f"unexpected {module}")
@@ -217,9 +223,12 @@ def assert_same_module(a: nn.Module, b: nn.Module) -> None:
     assert type(a) is type(b)
     state_a, state_b = a.state_dict(), b.state_dict()
     assert state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-    for attr in ("stride", "dilation", "groups", "kernel_size", "start_dim", "end_dim", "tau", "v_th"):
+    for attr in ("stride", "dilation", "groups", "kernel_size", "start_dim", "end_dim"):
         if hasattr(a, attr):
             assert pair(getattr(a, attr)) == pair(getattr(b, attr)), attr
+    if isinstance(a, LIF):  # thresholds scaled by 1/tau and back: to the last bits
+        assert a.settings().keys() == b.settings().keys()
+        assert all(math.isclose(getattr(a, key), getattr(b, key), rel_tol=4e-16) for key in ("tau", "v_th"))
     if hasattr(a, "padding"):
         assert pair(a.padding if a.padding != "same" else 1) == pair(b.padding)
 
@@ -237,7 +246,7 @@ def test_every_parameter_is_written_read_and_loaded_back(name, float64, tmp_path
     assert read.nodes.keys() == graph.nodes.keys() and set(read.edges) == set(graph.edges)
     for key, node in graph.nodes.items():
         assert_same_node(node, read.nodes[key])
-    loaded = snir.load(path, dt=dt, allow_lossy=True)
+    loaded = snir.load(path, dt=dt)
     assert loaded.sample_shape == SAMPLE and list(loaded.layers) == [str(i) for i in range(len(net))]
     for i, module in enumerate(net):
         assert_same_module(module, loaded.layers[str(i)])
@@ -251,7 +260,7 @@ def test_graphs_with_additions_round_trip_and_run_the_same(name, float64, tmp_pa
     adds = [dst for dst in graph.nodes if sum(d == dst for _, d in graph.edges) == 2]
     assert adds == (["lif1"] if name == "residual" else ["blocks.0.lif2", "blocks.1.lif2"])
     snir.save(graph, tmp_path / "net.nir")
-    loaded = snir.load(tmp_path / "net.nir", allow_lossy=True)
+    loaded = snir.load(tmp_path / "net.nir")
     again = snir.export(loaded, allow_lossy=True)
     renamed = {key if key in ("input", "output") else f"layers.{key.replace('.', '_')}": key
                for key in graph.nodes}  # the loaded network's module names
@@ -270,7 +279,8 @@ def test_metadata_records_dt_and_the_lossy_difference(tmp_path):
     snir.save(graph, tmp_path / "net.nir")
     metadata = nir.read(tmp_path / "net.nir").metadata
     assert metadata["dt"] == 0.25 and metadata["source"].startswith("spikeacc ")
-    assert snir.LOSSY in metadata["lossy"] and "v_reset" in metadata["lossy"]
+    assert "subtracts V_th from the membrane after a spike where NIR sets v = v_reset" in metadata["lossy"]
+    assert "fires on v >= V_th where NIR fires on v > v_threshold" in metadata["lossy"]
     affine_only = sequential(nn.Flatten(), nn.Linear(64, 5))  # nothing lossy: written without the flag
     assert "lossy" not in snir.export(affine_only).metadata
 
@@ -278,7 +288,7 @@ def test_metadata_records_dt_and_the_lossy_difference(tmp_path):
 def test_loaded_network_trains_under_spikeacc_methods(tmp_path):
     torch.manual_seed(0)
     snir.save(snir.export(NETWORKS["conv"](), allow_lossy=True), tmp_path / "net.nir")
-    loaded = snir.load(tmp_path / "net.nir", allow_lossy=True)
+    loaded = snir.load(tmp_path / "net.nir")
     x, y = torch.rand(4, *SAMPLE), torch.randint(0, 5, (4,))
     for name in ("saf-e", "bptt"):
         loaded.zero_grad()
@@ -376,7 +386,7 @@ def test_export_refuses_lif_without_allow_lossy():
     with pytest.raises(ValueError) as err:
         snir.export(NETWORKS["mlp"]())
     text = one_line(err)
-    for part in ("LIF '2'", "subtracts V_th", "v >= V_th", "v = v_reset", "v > v_threshold", "allow_lossy=True"):
+    for part in ("neuron '2'", "subtracts V_th", "v >= V_th", "v = v_reset", "v > v_threshold", "allow_lossy=True"):
         assert part in text
 
 
@@ -434,24 +444,24 @@ def small_graph(lif: nir.NIRNode | None = None, edges: list | None = None) -> ni
     return nir.NIRGraph(nodes, edges, type_check=False)
 
 
-def test_load_reads_a_graph_it_did_not_write():
-    net = snir.load(small_graph(), allow_lossy=True)
-    assert isinstance(net.layers["lif"], LIF) and (net.layers["lif"].tau, net.layers["lif"].v_th) == (2.0, 1.0)
+def test_load_reads_a_graph_it_did_not_write_with_nirs_rules():
+    net = snir.load(small_graph())
+    lif = net.layers["lif"]
+    assert isinstance(lif, LIF) and (lif.tau, lif.v_th, lif.reset, lif.v_reset, lif.strict) == (2.0, 1.0, "hard", 0.0, True)
     assert net.sample_shape == (3,) and isinstance(net.layers["fc"], nn.Linear)
     assert methods.spiking_inference(net, torch.ones(2, 3), T=3).logits.shape == (2, 2)
 
 
 @pytest.mark.parametrize("graph, options, message", [
-    (small_graph(), {}, "cannot read LIF node 'lif' exactly"),
     (small_graph(nir.CubaLIF(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2), v_leak=np.zeros(2),
                              v_threshold=np.ones(2))), {}, "'lif' (CubaLIF) has no exact spikeacc counterpart"),
     (small_graph(nir.LIF(tau=2 * np.ones(2), r=2 * np.ones(2), v_leak=np.ones(2), v_threshold=np.ones(2))),
-     {"allow_lossy": True}, "v_leak = 1.0"),
-    (small_graph(nir.LIF(tau=np.ones(2), r=2 * np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))),
-     {"allow_lossy": True}, "r = 2.0 is not tau/dt = 1.0/1.0"),
+     {}, "v_leak = 1.0 where spikeacc's neurons leak toward their reset value 0.0"),
+    (small_graph(nir.LIF(tau=2 * np.ones(2), r=np.array([1.0, 2.0]), v_leak=np.zeros(2), v_threshold=np.ones(2))),
+     {}, "r varies across neurons"),
     (small_graph(nir.LIF(tau=np.array([2.0, 3.0]), r=np.array([2.0, 3.0]), v_leak=np.zeros(2),
-                         v_threshold=np.ones(2))), {"allow_lossy": True}, "tau varies across neurons"),
-    (small_graph(edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", "output")]), {"allow_lossy": True},
+                         v_threshold=np.ones(2))), {}, "tau varies across neurons"),
+    (small_graph(edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", "output")]), {},
      "not fed by the Input through a feed-forward path"),
 ])
 def test_load_refuses_what_spikeacc_cannot_run_exactly(graph, options, message):
@@ -497,11 +507,26 @@ def test_cli_exports_a_trained_checkpoint(checkpoints, tmp_path, capsys):
     state = torch.load(checkpoints["saf-f"], weights_only=True)
     trained = build("mlp", tuple(state["sample_shape"]), state["n_classes"], hidden=state["config"]["hidden"])
     trained.load_state_dict(state["model"])
-    loaded = snir.load(out, dt=0.5, allow_lossy=True)
+    loaded = snir.load(out, dt=0.5)
     x = torch.rand(7, *state["sample_shape"])
     expected, got = methods.spiking_inference(trained, x, 4), methods.spiking_inference(loaded, x, 4)
     assert torch.equal(got.logits, expected.logits)
     assert all(torch.equal(a, b) for a, b in zip(got.spike_counts, expected.spike_counts))
+
+
+def test_cli_export_for_a_target_says_which_dt_each_reader_needs(checkpoints, tmp_path, capsys):
+    out = tmp_path / "model.nir"
+    assert in_process("export", "--format", "nir", checkpoints["saf-f"], str(out), "--allow-lossy",
+                      "--target", "snntorch") == 0
+    printed = capsys.readouterr()
+    assert "dt=0.0001" in printed.out and "snntorch: snntorch.import_nir.import_from_nir(graph) always steps with " \
+        "dt = 1e-4; reads it as written" in printed.out and not printed.err
+    assert nir.read(out).metadata["dt"] == 1e-4
+    assert in_process("export", "--format", "nir", checkpoints["saf-f"], str(out), "--allow-lossy",
+                      "--target", "snntorch", "--dt", "1.0") == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and printed.err.startswith("spikeacc: warning: exporting at dt=1.0 for snnTorch")
+    assert "snntorch: " in printed.out and "would misread dt=1.0" in printed.out
 
 
 @pytest.mark.parametrize("source, out, extra, message", [

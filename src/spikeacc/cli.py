@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -165,11 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["nir"], help="file format")
     export.add_argument("checkpoint", help="checkpoint.pt written by spikeacc train")
     export.add_argument("out", help="file to write, e.g. model.nir")
-    export.add_argument("--dt", type=positive_float, default=1.0,
-                        help="time step in NIR's time unit (NIR tau = tau * dt)")
+    export.add_argument("--target", choices=["snntorch", "norse"], default=None,
+                        help="the tool that will read the file: its dt by default (snnTorch's importer always "
+                             "uses 1e-4, Norse's from_nir the dt it is given, 1e-3 by default), average pooling "
+                             "as a Conv2d for Norse")
+    export.add_argument("--dt", type=positive_float, default=None,
+                        help="time step in NIR's time unit (NIR tau = tau * dt); default: the target's, else 1.0")
     export.add_argument("--allow-lossy", action="store_true",
-                        help="write spikeacc's LIF as NIR's LIF although their reset and firing rules differ "
-                             "(the difference is recorded in the file's metadata)")
+                        help="write neurons whose reset or firing rule differs from NIR's (hard reset, fires on >) "
+                             "anyway (the difference is recorded in the file's metadata)")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser
@@ -213,13 +218,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        from .interop.nir import export_checkpoint
+        from .interop.nir import CONSUMERS, export_checkpoint
 
-        nir_graph = export_checkpoint(args.checkpoint, args.out, dt=args.dt, allow_lossy=args.allow_lossy)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nir_graph = export_checkpoint(args.checkpoint, args.out, dt=args.dt, allow_lossy=args.allow_lossy,
+                                          target=args.target)
     except (ImportError, ValueError) as err:
         fail(str(err))
-    print(f"wrote {args.out}: {len(nir_graph.nodes)} NIR nodes, dt={args.dt}"
+    for warning in caught:
+        sys.stderr.write(f"spikeacc: warning: {warning.message}\n")
+    dt = nir_graph.metadata["dt"]
+    print(f"wrote {args.out}: {len(nir_graph.nodes)} NIR nodes, dt={dt}"
           + (" (lossy: see its metadata)" if "lossy" in nir_graph.metadata else ""))
+    for name, (consumer_dt, how) in CONSUMERS.items():
+        verdict = "reads it as written" if consumer_dt == dt or name == "norse" else f"would misread dt={dt}"
+        print(f"  {name}: {how}; {verdict}" + (f" (pass dt={dt})" if name == "norse" else ""))
     return 0
 
 

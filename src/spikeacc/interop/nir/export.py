@@ -1,5 +1,4 @@
-"""NIR (Neuromorphic Intermediate Representation) export and import; needs the ``nir``
-package (``pip install 'spikeacc[nir]'``).
+"""spikeacc networks as NIR graphs (``export``, ``save``, ``export_checkpoint``).
 
 ``export(net)`` walks the network's traced graph (``spikeacc.graph``) and writes one NIR
 node per op; NIR shapes and dims count per sample (no batch dim):
@@ -12,101 +11,92 @@ node per op; NIR shapes and dims count per sample (no batch dim):
   SumPool2d followed by Scale 1/(k_h k_w): the window sum over k_h k_w, zero padding
   included, which is torch's ``count_include_pad=True``. ``nn.AdaptiveAvgPool2d`` whose
   output size divides the input size is the same pooling with kernel = stride = in/out.
+  For Norse (``target="norse"``), which reads no AvgPool2d, the same pooling is written as
+  the Conv2d that computes it (weights 1/(k_h k_w) from each channel to itself).
 * ``nn.Flatten(start, end)`` / ``torch.flatten`` -> ``Flatten(start - 1, end - 1)``
   (a negative dim is kept: it counts from the end either way).
 * ``x * c`` for a number c (``spikeacc.layers.Scale``) -> ``Scale(c)`` per element.
 * ``a + b`` -> an edge from each of a and b into every consumer (a NIR node sums its
   inputs); ``nn.Identity`` -> an edge.
-* ``LIF(tau, v_th)`` -> ``LIF(tau = tau dt, r = tau, v_leak = 0, v_threshold = V_th,
-  v_reset = 0)``, per neuron (``lif_node``).
+* the LIF family -> NIR's LIF (IF without a leak) by ``neurons.neuron_node``: exact for a
+  hard reset firing on >, otherwise written only with ``allow_lossy=True``, the difference
+  recorded in the graph's metadata ("lossy").
 
-Between spikes the LIF mapping is exact; the reset and firing rules are not (``LOSSY``),
-so a network with LIF neurons is written only with ``allow_lossy=True``, which records
-the difference in the graph's metadata. ``load`` is the inverse for the same node types.
+``CONSUMERS``: the dt each named reader needs (``target``); exporting for one at another
+dt warns.
 """
 from __future__ import annotations
 
-import functools
 import io
 import math
 import operator
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
+import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.node import map_aggregate
 
-try:
-    import nir
-except ImportError as err:  # the optional extra
-    raise ImportError("NIR export and import need the 'nir' package: pip install 'spikeacc[nir]'") from err
-
-from .. import __version__, graph, methods
-from ..checkpoint import atomic_write, read_checkpoint
-from ..graph import OP, SITE, CallContext, Pass, Program
-from ..graph.ops import LinearOp, Sum, WeightedFn
-from ..graph.program import Node, Ref
-from ..layers import Scale
-from ..methods.base import run_window
-from ..models import build
-from ..neurons import LIF
-
-LOSSY = ("spikeacc's LIF subtracts V_th from the membrane after a spike and fires on v >= V_th; "
-         "NIR's LIF sets v = v_reset after a spike and fires on v > v_threshold")
+from ... import __version__, graph, methods
+from ...checkpoint import atomic_write, read_checkpoint
+from ...graph import OP, SITE, CallContext, Pass, Program
+from ...graph.ops import LinearOp, Sum, WeightedFn
+from ...graph.program import Node, Ref
+from ...models import build
+from .neurons import lossy, neuron_node
 
 ArrayLike = np.ndarray | Sequence[int] | int
 
-
-# --- export: spikeacc -> NIR ----------------------------------------------------------------
-
-def lif_node(lif: LIF, shape: tuple[int, ...], dt: float) -> nir.LIF:
-    """spikeacc's LIF as NIR's LIF, by forward Euler with step dt.
-
-    NIR: tau_n dv/dt = (v_leak - v) + R I, so one Euler step is
-    v[t] = v[t-1] + (dt / tau_n) (v_leak - v[t-1] + R I[t]). With tau_n = tau dt, R = tau,
-    v_leak = 0 this is v[t] = (1 - 1/tau) v[t-1] + I[t], spikeacc's
-    u[t] = lam (u[t-1] - V_th s[t-1]) + I[t] (lam = 1 - 1/tau) while s[t-1] = 0.
-    After a spike the two differ (``LOSSY``); v_reset = 0 is where spikeacc's membrane
-    lands when it fires exactly at V_th.
-    """
-    def full(value: float) -> np.ndarray:
-        return np.full(shape, value, dtype=np.float64)
-
-    return nir.LIF(tau=full(lif.tau * dt), r=full(lif.tau), v_leak=full(0.0),
-                   v_threshold=full(lif.v_th), v_reset=full(0.0))
+CONSUMERS = {  # target: (the dt it reads a graph with, how to read it)
+    "snntorch": (1e-4, "snntorch.import_nir.import_from_nir(graph) always steps with dt = 1e-4"),
+    "norse": (1e-3, "norse.torch.from_nir(graph, dt=...) steps with the dt it is given (its default 1e-3)"),
+}
 
 
-def export(net: nn.Module, sample_shape: Sequence[int] | None = None, dt: float = 1.0,
-           allow_lossy: bool = False) -> nir.NIRGraph:
+def export(net: nn.Module, sample_shape: Sequence[int] | None = None, dt: float | None = None,
+           allow_lossy: bool = False, target: str | None = None) -> nir.NIRGraph:
     """The network as a NIR graph (module docstring), for samples of ``sample_shape``
-    (default ``net.sample_shape``) and simulation step ``dt`` in NIR's time unit.
+    (default ``net.sample_shape``) and simulation step ``dt`` in NIR's time unit (default:
+    the target's, ``CONSUMERS``, else 1.0). ``target`` ("snntorch", "norse"): the reader the
+    file is for; a dt it would misread warns.
 
-    ValueError (one line) for an op NIR cannot express exactly, and for LIF neurons
-    unless ``allow_lossy`` (``LOSSY``); with it, the graph's metadata records the
+    ValueError (one line) for an op NIR cannot express exactly, and for neurons whose rules
+    differ from NIR's unless ``allow_lossy``; with it, the graph's metadata records the
     difference (key "lossy").
     """
+    if target is not None and target not in CONSUMERS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(CONSUMERS)}")
+    dt = (CONSUMERS[target][0] if target else 1.0) if dt is None else dt
     if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+    if target == "snntorch" and not math.isclose(dt, CONSUMERS["snntorch"][0]):
+        warnings.warn(f"exporting at dt={dt} for snnTorch, whose importer always steps with dt = 1e-4: it would "
+                      "misread every time constant; export with dt=1e-4", stacklevel=2)
     shape = _sample_shape(net, sample_shape)
     program = graph.of(net)
     with torch.no_grad():
-        writer = _GraphWriter(program, _zero_sample(net, shape), float(dt))
+        writer = _GraphWriter(program, zero_sample(net, shape), float(dt), target)
         try:
             writer.run()
         except RuntimeError as err:
             raise ValueError(f"the network does not run on samples of shape {list(shape)}: "
-                             f"{_first_line(err)}") from None
+                             f"{first_line(err)}") from None
     metadata: dict[str, Any] = {"source": f"spikeacc {__version__}", "dt": float(dt)}
-    if program.sites:
+    if target:
+        metadata["target"] = f"{target}: {CONSUMERS[target][1]}"
+    differences = {site.name: lossy(site.module) for site in program.sites if lossy(site.module)}
+    if differences:
+        name, found = next(iter(differences.items()))
         if not allow_lossy:
             raise ValueError(
-                f"cannot export LIF '{program.sites[0].name}' exactly to NIR: {LOSSY}; export with "
+                f"cannot export neuron '{name}' exactly to NIR: it {'; it '.join(found)}; export with "
                 "allow_lossy=True (spikeacc export --allow-lossy) to write it anyway, with the "
                 "difference recorded in the graph's metadata")
-        metadata["lossy"] = f"LIF nodes hold spikeacc's LIF: {LOSSY}"
+        metadata["lossy"] = "; ".join(f"'{name}' {'; '.join(found)}" for name, found in differences.items())
     return nir.NIRGraph(writer.nodes, writer.edges, metadata=metadata)
 
 
@@ -120,8 +110,8 @@ def save(nir_graph: nir.NIRGraph, path: str | Path) -> None:
         raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float = 1.0,
-                      allow_lossy: bool = False) -> nir.NIRGraph:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float | None = None,
+                      allow_lossy: bool = False, target: str | None = None) -> nir.NIRGraph:
     """Rebuild the network of a ``spikeacc train`` checkpoint, export it and write ``out``.
     Refuses checkpoints of methods whose neurons are not spikeacc's LIF (asf, single-spike)."""
     path = Path(checkpoint)
@@ -136,8 +126,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float = 1.0,
         net.load_state_dict(state["model"])
     except RuntimeError as err:
         raise ValueError(f"{path}: its weights do not fit model {config['model']!r} "
-                         f"({_first_line(err)})") from None
-    nir_graph = export(net, dt=dt, allow_lossy=allow_lossy)
+                         f"({first_line(err)})") from None
+    nir_graph = export(net, dt=dt, allow_lossy=allow_lossy, target=target)
     nir_graph.metadata["method"] = config["method"]
     save(nir_graph, out)
     return nir_graph
@@ -160,7 +150,7 @@ def _sample_shape(net: nn.Module, sample_shape: Sequence[int] | None) -> tuple[i
     return tuple(int(size) for size in shape)
 
 
-def _zero_sample(net: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+def zero_sample(net: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """One sample [1, *shape] in the network's dtype and device."""
     weight = next(net.parameters(), None)
     return torch.zeros(1, *shape) if weight is None else weight.new_zeros(1, *shape)
@@ -170,8 +160,8 @@ class _GraphWriter:
     """Runs the program once on a zero sample (silent neurons), which gives every value's
     shape and every computed weight, and collects NIR nodes and edges on the way."""
 
-    def __init__(self, program: Program, x: torch.Tensor, dt: float) -> None:
-        self.program, self.dt = program, dt
+    def __init__(self, program: Program, x: torch.Tensor, dt: float, target: str | None) -> None:
+        self.program, self.dt, self.target = program, dt, target
         self.values = Pass(program, CallContext(1))
         self.values.set(program.input, x)
         self.nodes: dict[str, nir.NIRNode] = {"input": nir.Input(np.array(x.shape[1:]))}
@@ -192,14 +182,16 @@ class _GraphWriter:
         site = self.sites[node.index]
         current = self.values.get(site.input)  # [1, *neuron shape]
         self.values.set(node.index, torch.zeros_like(current))
-        lif = lif_node(site.module, tuple(current.shape[1:]), self.dt)
-        self.feeds[node.index] = [self._add(site.name, lif, self.feeds[site.input])]
+        neuron = neuron_node(site.module, tuple(current.shape[1:]), self.dt)
+        self.feeds[node.index] = [self._add(site.name, neuron, self.feeds[site.input])]
 
     def _op(self, node: Node) -> None:
         args, kwargs = Pass._resolve(node, self.values.get)
         in_shape = tuple(self.values.get(node.data_args[0]).shape[1:])
         sources = [name for i in _operands(node) for name in self.feeds[i]]
         converted = _convert(node, args, kwargs, in_shape)
+        if self.target == "norse" and isinstance(converted, nir.AvgPool2d):
+            converted = _pooling_conv(converted, in_shape)
         if converted is None:  # identity or sum: the consumers read the sources directly
             self.feeds[node.index] = sources
             return
@@ -328,7 +320,7 @@ def _dense(weight: torch.Tensor, bias: torch.Tensor | None, in_shape: tuple[int,
     return nir.Affine(_array(weight), _array(bias))
 
 
-def _pair(value: ArrayLike) -> tuple[int, int]:
+def pair(value: ArrayLike) -> tuple[int, int]:
     values = np.atleast_1d(np.asarray(value)).astype(int).tolist()
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
@@ -338,18 +330,18 @@ def _conv(weight: torch.Tensor, bias: torch.Tensor | None, stride: ArrayLike, pa
     if weight.dim() != 4 or len(in_shape) != 3:
         raise ValueError(f"cannot export {where}: NIR's Conv2d takes [C, H, W] samples, this input is "
                          f"{list(in_shape)}")
-    dilation = _pair(dilation)
-    padding = _symmetric_padding(padding, tuple(weight.shape[2:]), dilation, where)
+    dilation = pair(dilation)
+    padding = symmetric_padding(padding, tuple(weight.shape[2:]), dilation, where)
     bias = weight.new_zeros(weight.shape[0]) if bias is None else bias
-    return nir.Conv2d(input_shape=in_shape[1:], weight=_array(weight), stride=_pair(stride),
+    return nir.Conv2d(input_shape=in_shape[1:], weight=_array(weight), stride=pair(stride),
                       padding=padding, dilation=dilation, groups=int(groups), bias=_array(bias))
 
 
-def _symmetric_padding(padding: ArrayLike | str, kernel: tuple[int, ...], dilation: tuple[int, int],
+def symmetric_padding(padding: ArrayLike | str, kernel: tuple[int, ...], dilation: tuple[int, int],
                        where: str) -> tuple[int, int]:
     """Zero padding per side; "same" only where it pads both sides equally."""
     if not isinstance(padding, str):
-        return _pair(padding)
+        return pair(padding)
     if padding == "valid":
         return (0, 0)
     totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
@@ -360,8 +352,8 @@ def _symmetric_padding(padding: ArrayLike | str, kernel: tuple[int, ...], dilati
 
 
 def _avg_pool(module: nn.AvgPool2d, in_shape: tuple[int, ...], where: str) -> nir.AvgPool2d:
-    kernel, padding = _pair(module.kernel_size), _pair(module.padding)
-    stride = _pair(module.stride)
+    kernel, padding = pair(module.kernel_size), pair(module.padding)
+    stride = pair(module.stride)
     if len(in_shape) != 3:
         raise ValueError(f"cannot export {where}: NIR's AvgPool2d takes [C, H, W] samples, this input "
                          f"is {list(in_shape)}")
@@ -386,6 +378,15 @@ def _adaptive_avg_pool(module: nn.AdaptiveAvgPool2d, in_shape: tuple[int, ...], 
     return nir.AvgPool2d(kernel_size=kernel, stride=kernel.copy(), padding=np.zeros(2, dtype=int))
 
 
+def _pooling_conv(pool: nir.AvgPool2d, in_shape: tuple[int, ...]) -> nir.Conv2d:
+    """The Conv2d that computes an average pooling: weight 1/(k_h k_w) from each channel to itself."""
+    kernel, channels = pair(pool.kernel_size), in_shape[0]
+    weight = np.zeros((channels, channels, *kernel))
+    weight[np.arange(channels), np.arange(channels)] = 1.0 / (kernel[0] * kernel[1])
+    return nir.Conv2d(input_shape=in_shape[1:], weight=weight, stride=pair(pool.stride), padding=pair(pool.padding),
+                      dilation=(1, 1), groups=1, bias=np.zeros(channels))
+
+
 def _flatten(start: int, end: int, in_shape: tuple[int, ...], where: str) -> nir.Flatten:
     if start == 0 or end == 0:
         raise ValueError(f"cannot export {where}: it flattens the batch dim")
@@ -393,216 +394,6 @@ def _flatten(start: int, end: int, in_shape: tuple[int, ...], where: str) -> nir
     return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=per_sample[0], end_dim=per_sample[1])
 
 
-# --- import: NIR -> spikeacc ----------------------------------------------------------------
-
-class NIRNetwork(nn.Module):
-    """A NIR graph as a spikeacc network. ``layers`` holds one module per NIR node in a
-    topological order; ``forward`` evaluates them in that order, each on the sum of its
-    sources (NIR's edges sum into a node), and returns the sum of the Output's sources.
-    No data-dependent control flow: spikeacc's methods trace and train it like any network."""
-
-    def __init__(self, layers: dict[str, nn.Module], sources: dict[str, list[str]], input_name: str,
-                 output_sources: list[str], sample_shape: Sequence[int]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleDict(layers)
-        self.sources, self.input_name, self.output_sources = sources, input_name, output_sources
-        self.sample_shape = tuple(int(size) for size in sample_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = {self.input_name: x}
-        for name, layer in self.layers.items():
-            values[name] = layer(_sum(values, self.sources[name]))
-        return _sum(values, self.output_sources)
-
-
-def _sum(values: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
-    return functools.reduce(operator.add, [values[name] for name in names])
-
-
-def load(source: str | Path | nir.NIRGraph, dt: float = 1.0, allow_lossy: bool = False) -> NIRNetwork:
-    """A spikeacc network from a NIR file or graph, for simulation step ``dt``.
-
-    Accepts Input, Output, Affine, Linear, Conv2d, AvgPool2d, Flatten, Scale (one factor)
-    and LIF with v_leak = 0, v_reset = 0, r = tau/dt (> 1) and one value per parameter,
-    which is spikeacc's LIF(tau = r, v_th = v_threshold) between spikes; as in ``export``,
-    LIF nodes are read only with ``allow_lossy`` (``LOSSY``). Anything else is a
-    ValueError (one line) naming the node.
-    """
-    nir_graph = source if isinstance(source, nir.NIRGraph) else _read(Path(source))
-    input_name, output_name = _only(nir_graph, nir.Input), _only(nir_graph, nir.Output)
-    order, sources = _topological_order(nir_graph, input_name)
-    lifs = [name for name in order if isinstance(nir_graph.nodes[name], nir.LIF)]
-    if lifs and not allow_lossy:
-        raise ValueError(f"cannot read LIF node '{lifs[0]}' exactly: {LOSSY}; load with allow_lossy=True "
-                         "to read it as spikeacc's LIF anyway")
-    names = _module_names([input_name, *order])
-    layers = {names[name]: _import_node(nir_graph.nodes[name], name, dt) for name in order}
-    net = NIRNetwork(layers, {names[n]: [names[s] for s in sources[n]] for n in order}, names[input_name],
-                     [names[s] for s in sources[output_name]],
-                     np.atleast_1d(nir_graph.nodes[input_name].input_type["input"]).tolist())
-    _check_runs(net)
-    return net
-
-
-def _read(path: Path) -> nir.NIRGraph:
-    if not path.is_file():
-        raise ValueError(f"no NIR file at {path}")
-    try:
-        return nir.read(path, type_check=False)
-    except Exception as err:  # noqa: BLE001  (h5py and nir raise many kinds)
-        raise ValueError(f"{path} is not a NIR file ({type(err).__name__}: {_first_line(err)})") from None
-
-
-def _only(nir_graph: nir.NIRGraph, kind: type) -> str:
-    found = [name for name, node in nir_graph.nodes.items() if isinstance(node, kind)]
-    if len(found) != 1:
-        raise ValueError(f"the NIR graph has {len(found)} {kind.__name__} nodes; spikeacc reads graphs "
-                         f"with exactly one")
-    return found[0]
-
-
-def _topological_order(nir_graph: nir.NIRGraph, input_name: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The nodes after the Input in an order where every node follows its sources, and
-    each node's sources; ValueError for unknown names, cycles and unreachable nodes."""
-    sources: dict[str, list[str]] = {name: [] for name in nir_graph.nodes}
-    for src, dst in nir_graph.edges:
-        if src not in sources or dst not in sources:
-            raise ValueError(f"NIR edge ({src!r}, {dst!r}) names a node the graph does not have")
-        sources[dst].append(src)
-    if sources[input_name]:
-        raise ValueError(f"the NIR graph's Input '{input_name}' has incoming edges; spikeacc reads "
-                         "feed-forward graphs")
-    done, order = {input_name}, []
-    waiting = [name for name in nir_graph.nodes if name != input_name]
-    while waiting:
-        ready = [name for name in waiting if sources[name] and set(sources[name]) <= done]
-        if not ready:
-            raise ValueError(f"NIR node '{waiting[0]}' is not fed by the Input through a feed-forward path "
-                             "(a cycle or a missing edge); spikeacc reads feed-forward graphs")
-        order += ready
-        done.update(ready)
-        waiting = [name for name in waiting if name not in done]
-    return [name for name in order if not isinstance(nir_graph.nodes[name], nir.Output)], sources
-
-
-def _module_names(names: list[str]) -> dict[str, str]:
-    """NIR names as distinct nn.Module names ('.' is not allowed there)."""
-    taken: set[str] = set()
-    result = {}
-    for name in names:
-        base = name.replace(".", "_") or "node"
-        unique, k = base, 1
-        while unique in taken:
-            unique, k = f"{base}_{k}", k + 1
-        taken.add(unique)
-        result[name] = unique
-    return result
-
-
-def _check_runs(net: NIRNetwork) -> None:
-    """One zero sample through the network (silent neurons): shapes that do not fit
-    become a ValueError here."""
-    program = graph.of(net)
-    x = _zero_sample(net, net.sample_shape)
-    try:
-        with torch.no_grad():
-            run_window(program, CallContext(1), x, 1, 1, lambda site, current: torch.zeros_like(current))
-    except RuntimeError as err:
-        raise ValueError(f"the NIR graph's shapes do not fit together: {_first_line(err)}") from None
-
-
-def _import_node(node: nir.NIRNode, name: str, dt: float) -> nn.Module:
-    importer = IMPORTERS.get(type(node))
-    if importer is None:
-        raise ValueError(f"NIR node '{name}' ({type(node).__name__}) has no exact spikeacc counterpart "
-                         f"(read: {', '.join(kind.__name__ for kind in IMPORTERS)})")
-    return importer(node, name, dt)
-
-
-def _parameter(target: torch.Tensor, value: np.ndarray, what: str) -> None:
-    value = np.asarray(value)
-    if tuple(value.shape) != tuple(target.shape):
-        raise ValueError(f"{what} has shape {list(value.shape)}, expected {list(target.shape)}")
-    with torch.no_grad():
-        target.copy_(torch.from_numpy(value.astype(np.float64)))
-
-
-def _import_dense(node: nir.Affine | nir.Linear, name: str, dt: float) -> nn.Linear:
-    weight = np.asarray(node.weight)
-    if weight.ndim != 2:
-        raise ValueError(f"NIR node '{name}': weight of shape {list(weight.shape)}, spikeacc reads 2-d weights")
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine))
-    _parameter(layer.weight, weight, f"NIR node '{name}' weight")
-    if layer.bias is not None:
-        _parameter(layer.bias, node.bias, f"NIR node '{name}' bias")
-    return layer
-
-
-def _import_conv(node: nir.Conv2d, name: str, dt: float) -> nn.Conv2d:
-    weight, bias, groups = np.asarray(node.weight), np.asarray(node.bias), int(node.groups)
-    dilation = _pair(node.dilation)
-    padding = _symmetric_padding(node.padding, tuple(weight.shape[2:]), dilation, f"NIR node '{name}'")
-    layer = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), _pair(node.stride),
-                      padding, dilation, groups, bias=bool(np.any(bias != 0)))
-    _parameter(layer.weight, weight, f"NIR node '{name}' weight")
-    if layer.bias is not None:
-        _parameter(layer.bias, bias, f"NIR node '{name}' bias")
-    return layer
-
-
-def _import_avg_pool(node: nir.AvgPool2d, name: str, dt: float) -> nn.AvgPool2d:
-    kernel, stride, padding = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-    if any(2 * p > k for p, k in zip(padding, kernel)):
-        raise ValueError(f"NIR node '{name}': padding {list(padding)} exceeds half the kernel {list(kernel)}")
-    return nn.AvgPool2d(kernel, stride, padding)
-
-
-def _import_flatten(node: nir.Flatten, name: str, dt: float) -> nn.Flatten:
-    start, end = (int(dim) + 1 if dim >= 0 else int(dim) for dim in (node.start_dim, node.end_dim))
-    return nn.Flatten(start, end)
-
-
-def _import_scale(node: nir.Scale, name: str, dt: float) -> Scale:
-    return Scale(_uniform(node.scale, f"NIR node '{name}' scale"))
-
-
-def _import_lif(node: nir.LIF, name: str, dt: float) -> LIF:
-    """NIR's LIF as spikeacc's (``lif_node`` is its inverse): needs v_leak = 0, v_reset = 0
-    and r = tau_n / dt, so that one Euler step is v[t] = (1 - 1/r) v[t-1] + I[t]."""
-    what = f"NIR node '{name}'"
-    tau_n, r = _uniform(node.tau, f"{what} tau"), _uniform(node.r, f"{what} r")
-    v_leak, v_reset = _uniform(node.v_leak, f"{what} v_leak"), _uniform(node.v_reset, f"{what} v_reset")
-    v_threshold = _uniform(node.v_threshold, f"{what} v_threshold")
-    if v_leak != 0.0 or v_reset != 0.0:
-        raise ValueError(f"{what}: v_leak = {v_leak} and v_reset = {v_reset}; spikeacc's LIF has both 0")
-    if not math.isclose(tau_n, r * dt, rel_tol=1e-6):
-        raise ValueError(f"{what}: r = {r} is not tau/dt = {tau_n}/{dt}, so its input gain dt*r/tau is not 1 "
-                         "as in spikeacc's LIF (pass the dt the graph was made for)")
-    try:
-        return LIF(tau=r, v_th=v_threshold)
-    except ValueError as err:
-        raise ValueError(f"{what}: {err}") from None
-
-
-def _uniform(values: ArrayLike, what: str) -> float:
-    """The one value of a parameter array (spikeacc's layers share one value)."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.size == 0 or np.any(array != array.flat[0]):
-        raise ValueError(f"{what} varies across neurons; spikeacc reads one value per layer")
-    return float(array.flat[0])
-
-
-IMPORTERS: dict[type, Callable[[Any, str, float], nn.Module]] = {
-    nir.Affine: _import_dense,
-    nir.Linear: _import_dense,
-    nir.Conv2d: _import_conv,
-    nir.AvgPool2d: _import_avg_pool,
-    nir.Flatten: _import_flatten,
-    nir.Scale: _import_scale,
-    nir.LIF: _import_lif,
-}
-
-
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
