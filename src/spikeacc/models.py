@@ -11,7 +11,6 @@ records ``sample_shape``, the shape of one input sample, which tells a static ba
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Callable, Sequence
 
@@ -275,32 +274,8 @@ MODELS: dict[str, Callable] = {
 def build(name: str, sample_shape: tuple[int, ...], n_classes: int, neuron: LIF | None = None,
           hidden: Sequence[int] = ()) -> nn.Module:
     """Build model ``name`` for samples of ``sample_shape``; ``hidden`` are layer widths
-    (MLP) or channels (conv nets), empty for the model's default.
-
-    ``name`` may also be "package.module:function", a user's builder called as
-    ``function(sample_shape, n_classes)`` that returns an nn.Module (the network gets
-    ``sample_shape`` if it declares none).
-    """
-    if ":" in name:
-        return _user_model(name, tuple(sample_shape), n_classes, hidden)
+    (MLP) or channels (conv nets), empty for the model's default. (A user's network named
+    on the command line: ``spikeacc.model_spec``.)"""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or package.module:function")
     return MODELS[name](tuple(sample_shape), n_classes, neuron, tuple(hidden))
-
-
-def _user_model(spec: str, sample_shape: tuple[int, ...], n_classes: int, hidden: Sequence[int]) -> nn.Module:
-    module_name, _, function_name = spec.partition(":")
-    if hidden:
-        raise ValueError(f"--hidden does not apply to a user model ({spec}); its builder sets the sizes")
-    try:
-        builder = getattr(importlib.import_module(module_name), function_name)
-    except ImportError as err:
-        raise ValueError(f"model {spec}: cannot import {module_name!r} ({err})") from None
-    except AttributeError:
-        raise ValueError(f"model {spec}: module {module_name!r} has no {function_name!r}") from None
-    net = builder(sample_shape, n_classes)
-    if not isinstance(net, nn.Module):
-        raise ValueError(f"model {spec}: the builder returned {type(net).__name__}, not an nn.Module")
-    if not hasattr(net, "sample_shape"):
-        net.sample_shape = sample_shape
-    return net

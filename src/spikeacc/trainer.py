@@ -30,7 +30,7 @@ from . import __version__, distributed, encoders, methods
 from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint
 from . import graph
 from .data import DataSplit, dataset_options, load_dataset
-from .models import build
+from .model_spec import build_network
 
 EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
 # settings that may change between a run and its --resume
@@ -186,7 +186,7 @@ class Trainer:
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
         self.method = methods.get(config.method, T=config.T, compile=config.compile, **dict(config.method_options))
-        self.net = build(config.model, self.split.sample_shape, self.split.n_classes,
+        self.net = build_network(config.model, self.split.sample_shape, self.split.n_classes,
                          hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
         if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net
             self.method.prepare(self.net)

@@ -62,6 +62,12 @@ def convert(net: nn.Module, sample_shape: Sequence[int] | None = None) -> nn.Mod
     return converted
 
 
+def holds_peer_modules(net: nn.Module) -> bool:
+    """Does the network hold a module of a library ``convert`` reads?"""
+    libraries = _library_converters()
+    return any(type(module).__module__.split(".")[0] in libraries for module in net.modules())
+
+
 def copy_with_children(module: nn.Module, name: str, recurse: Recurse) -> nn.Module:
     """A shallow copy of ``module`` (same class, same forward, the same parameter and
     buffer objects) whose children are converted."""

@@ -46,7 +46,7 @@ from ...checkpoint import atomic_write, read_checkpoint
 from ...graph import OP, SITE, CallContext, Pass, Program
 from ...graph.ops import LinearOp, Sum, WeightedFn
 from ...graph.program import Node, Ref
-from ...models import build
+from ...model_spec import build_network
 from .neurons import lossy, neuron_node
 
 ArrayLike = np.ndarray | Sequence[int] | int
@@ -121,7 +121,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float | None 
     if "sample_shape" not in state:
         raise ValueError(f"{path} does not record its sample shape (written by an older spikeacc); "
                          "train it again to export it")
-    net = build(config["model"], tuple(state["sample_shape"]), state["n_classes"], hidden=config["hidden"])
+    net = build_network(config["model"], state["sample_shape"], state["n_classes"], hidden=config["hidden"])
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as err:
