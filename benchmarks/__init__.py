@@ -18,5 +18,6 @@ MODULES = [
     "scaling",
     "compiled",
     "peers",
+    "nir_consumers",
     "gpu",
 ]

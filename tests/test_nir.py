@@ -22,6 +22,7 @@ from torch import nn
 from spikeacc import LIF, methods
 from spikeacc.interop import nir as snir
 from spikeacc.models import MLP, ConvNet, SpikingResNet, build
+from benchmarks.nir_consumers import limit_charge
 from tests.test_cli import in_process, one_error_line
 
 SAMPLE = (1, 8, 8)
@@ -298,24 +299,6 @@ def test_loaded_network_trains_under_spikeacc_methods(tmp_path):
 
 # --- the NIR simulator against spiking_inference -------------------------------------------
 
-def at_most_one_spike(net: nn.Module, charge_in: dict[str, float]) -> nn.Module:
-    """Make the weights of the named modules (those before a neuron, all bias-free)
-    non-negative, each output unit's weights summing to ``charge_in[name]``, chosen so that
-    this sum times the most charge one input element brings over the window is < 2 V_th.
-    Then every current is >= 0 and every neuron receives a charge Q < 2 V_th in all: it
-    fires at most once in both models (after a spike, spikeacc's membrane stays below
-    Q - V_th < V_th, NIR's below the same), and until its spike both membranes are equal
-    (the firing rules differ only at u = V_th exactly, which random float64 values do not
-    hit), so the reset rule never changes a spike."""
-    modules = dict(net.named_modules())
-    with torch.no_grad():
-        for name, total in charge_in.items():
-            weight = modules[name].weight
-            weight.abs_()
-            weight *= total / weight.flatten(1).sum(1).view(-1, *[1] * (weight.dim() - 1))
-    return net
-
-
 def pulse(steps: int, T: int, seed: int) -> torch.Tensor:
     """x [T, 6, *SAMPLE]: random binary frames (90% ones) for ``steps`` steps, then nothing."""
     generator = torch.Generator().manual_seed(seed)
@@ -344,7 +327,7 @@ def test_nir_simulation_equals_spiking_inference_where_the_reset_never_matters(n
     """Tolerance: spikes and counts exact; logits 1e-12 (the same affine ops in another order)."""
     build_net, charge_in = RESET_NEVER_MATTERS[name]
     torch.manual_seed(0)
-    net, x, dt = at_most_one_spike(build_net(), charge_in), pulse(2, 8, seed=1), 0.5
+    net, x, dt = limit_charge(build_net(), charge_in), pulse(2, 8, seed=1), 0.5
     graph = snir.export(net, dt=dt, allow_lossy=True)
     expected = methods.spiking_inference(net, x, T=8)
     logits, counts, simulator = simulate(graph, x, dt)
