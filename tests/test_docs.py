@@ -78,9 +78,8 @@ def small(words: list[str], data_dir: Path, bench_dir: Path) -> list[str] | None
     if any(marker in " ".join(words) for marker in SETUP):
         return None
     words = [os.path.expanduser(w).replace(os.path.expanduser("~/data"), str(data_dir)) for w in words]
-    words = [str(BIN / w[len(".venv/bin/"):]) if w.startswith(".venv/bin/") else w for w in words]
-    words = [str(BIN / w) if w in ("spikeacc", "torchrun") else (sys.executable if w == "python" else w)
-             for w in words]
+    program = words[0].removeprefix(".venv/bin/")
+    words[0] = sys.executable if program == "python" else str(BIN / program) if (BIN / program).exists() else program
     if "train" in words and any(w.endswith("spikeacc") for w in words):
         words += ["--epochs", "2" if "--resume" in words else "1", *SMALL_TRAIN]
     if "bench" in words or "benchmarks" in words:
