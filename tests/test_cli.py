@@ -12,7 +12,7 @@ import torch
 
 from spikeacc import cli
 from spikeacc.methods.saf import SAFF
-from spikeacc.trainer import atomic_write
+from spikeacc.trainer import TrainConfig, atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--hidden", "32"]
@@ -251,13 +251,45 @@ def test_method_options_reach_the_method_and_survive_resume(tmp_path):
     assert in_process("train", *method, *TINY, "--out", str(out), "--resume") == 0
 
 
+BOOLEAN = "expected one of true, false, yes, no, on, off, 1, 0"
+
+
 @pytest.mark.parametrize("option, message", [
-    ("nope=1", "unexpected keyword argument 'nope'"),
+    ("nope=1", "method 'saf-f' has no option nope; its options: surrogate, static_once"),
     ("novalue", "expected KEY=VALUE"),
+    ("static_once=[1]", f"method 'saf-f' option static_once='[1]': {BOOLEAN}"),
+    ("T=4", "--method-option T: T is a setting of the run, not a method option; give --T"),
+    ("compile=true", "--method-option compile: compile is a setting of the run, not a method option; give --compile"),
 ])
 def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
     assert in_process("train", *TINY, "--method-option", option, "--out", str(tmp_path / "o")) == 2
     assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "single-spike", "--encoder", "latency", "--method-option", "trainable_decay=maybe"],
+     f"method 'single-spike' option trainable_decay='maybe': {BOOLEAN}"),
+    (["--method", "asf", "--method-option", "v_th=abc"], "method 'asf' option v_th='abc': expected a number"),
+    (["--method", "asf", "--method-option", "chunk=1.5"], "method 'asf' option chunk='1.5': expected an integer or null"),
+    (["--encoder", "latency", "--encoder-option", "x_silent=abc"],
+     "encoder 'latency' option x_silent='abc': expected a number or null"),
+    (["--encoder", "poisson", "--encoder-option", "rounding=floor"],
+     "encoder 'poisson' has no option rounding; its options: scale"),
+    (["--dataset-option", "frames=2"], "dataset 'digits' has no option frames; its options: none"),
+])
+def test_option_values_are_read_as_their_declared_type(args, message, tmp_path, capsys):
+    assert in_process("train", *TINY, *args, "--out", str(tmp_path / "o")) == 2
+    assert one_error_line(capsys.readouterr().err) == f"spikeacc: error: {message}"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("word, value", [(word, False) for word in ("False", "false", "no", "OFF", "0")]
+                         + [(word, True) for word in ("True", "yes", "On", "1")])
+def test_every_boolean_word_means_what_it_says(word, value):
+    config = TrainConfig(method="single-spike", encoder="latency", method_options=[("trainable_decay", word)],
+                         encoder_options=[("x_silent", "null")])
+    config.validate()
+    assert config.method_options == [("trainable_decay", value)] and config.encoder_options == [("x_silent", None)]
 
 
 @pytest.mark.parametrize("model, hidden", [("vgg-sws", "2,2,3,3"), ("resnet", "2,3")])

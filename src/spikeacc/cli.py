@@ -7,7 +7,6 @@ Ctrl-C exits 130; both keep the last checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -61,15 +60,12 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
-def key_value(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as JSON (true, 0.5, "x") or else kept as a string."""
-    key, sep, raw = text.partition("=")
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE, the VALUE kept as text: the trainer reads it as the type the option
+    declares (``spikeacc.typed_options``)."""
+    key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
     return key.strip(), value
 
 
@@ -146,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="test on a seeded random N samples")
     train.add_argument("--method-option", dest="method_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
-                       help="option of the method's constructor, repeatable; VALUE is JSON or a "
-                            "string, e.g. trainable_decay=true (single-spike), loss=ce (asf)")
+                       help="option of the method's constructor, repeatable; VALUE is read as the option's "
+                            "type (a bool: true/false, yes/no, on/off, 1/0; null: None), e.g. "
+                            "trainable_decay=true (single-spike), loss=ce (asf), static_once=false")
     train.add_argument("--encoder-option", dest="encoder_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the encoder, repeatable, e.g. scale=0.5 (poisson: rate |x|/2, the "

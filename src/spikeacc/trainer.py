@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
-from . import __version__, distributed, encoders, methods
+from . import __version__, data, distributed, encoders, methods
 from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint
 from . import graph
 from .data import DataSplit, dataset_options, load_dataset
@@ -35,6 +35,7 @@ from .models import build
 EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
 # settings that may change between a run and its --resume
 RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir", "threads")
+RUN_SETTINGS = ("T", "compile")  # passed to the method by the run, so no --method-option
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,6 +98,22 @@ class TrainConfig:
                 raise ValueError("--resume needs --out, the run directory to continue")
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             self.out = f"runs/{self.method}-{self.dataset}-{stamp}".replace(":", "_")
+        self.read_options()
+
+    def read_options(self) -> None:
+        """Read the method, encoder and dataset options as the types their functions declare
+        (``spikeacc.typed_options``; text such as "off" included), in place."""
+        for key, _ in self.method_options:
+            if key in RUN_SETTINGS:
+                raise ValueError(f"--method-option {key}: {key} is a setting of the run, not a method "
+                                 f"option; give --{key}")
+        self.method_options = list(methods.read_options(self.method, self.method_options).items())
+        self.encoder_options = list(encoders.read_options(self.encoder_name(), self.encoder_options).items())
+        self.dataset_options = list(data.read_options(self.dataset, self.dataset_options).items())
+
+    def encoder_name(self) -> str:
+        """--encoder, or by default frames for event data and direct for the others."""
+        return self.encoder or ("frames" if "frames" in dataset_options(self.dataset) else "direct")
 
     def record(self) -> dict:
         """Plain-typed dict (JSON and checkpoint safe)."""
@@ -220,7 +237,7 @@ class Trainer:
         return options
 
     def _encoder_name(self, split: DataSplit) -> str:
-        name = self.config.encoder or ("frames" if split.frames else "direct")
+        name = self.config.encoder_name()
         if (name == "frames") != bool(split.frames):
             kind = f"event data with {split.frames} frames" if split.frames else "static images"
             raise ValueError(f"encoder {name!r} does not fit dataset {split.name!r} ({kind}); "
