@@ -1,10 +1,12 @@
 """spikeacc train / bench end to end on the bundled digits, with tiny settings."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -119,8 +121,9 @@ def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run,
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    assert in_process("train", *TINY, "--out", str(tmp_path / "out"), *args) == 2
+    assert in_process("train", *TINY, "--out", str(tmp_path / "out" / "run"), *args) == 2
     assert message.replace("{tmp}", str(tmp_path)) in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()  # a refused run leaves no new --out behind
 
 
 def test_missing_data_subprocess_no_traceback(tmp_path):
@@ -276,6 +279,8 @@ def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
     (["--encoder", "poisson", "--encoder-option", "rounding=floor"],
      "encoder 'poisson' has no option rounding; its options: scale"),
     (["--dataset-option", "frames=2"], "dataset 'digits' has no option frames; its options: none"),
+    (["--encoder", "latency", "--encoder-option", "x_silent=2"],
+     "linear latency coding needs 0 <= x_silent < 1 (pixels at or below it do not spike) or None, got 2.0"),
 ])
 def test_option_values_are_read_as_their_declared_type(args, message, tmp_path, capsys):
     assert in_process("train", *TINY, *args, "--out", str(tmp_path / "o")) == 2
@@ -365,8 +370,33 @@ def test_out_that_cannot_be_written_stops_before_training(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert in_process("train", *TINY, "--out", str(tmp_path / "file" / "run")) == 2
     captured = capsys.readouterr()
-    assert "cannot write there" in one_error_line(captured.err)
+    assert f"cannot write there ({tmp_path / 'file'} is not a directory)" in one_error_line(captured.err)
     assert "epoch" not in captured.out  # nothing trained
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EACCES, "permission denied on {out}"),
+                                          (errno.EROFS, "read-only file system")])
+def test_out_that_cannot_be_written_says_why(code, reason, tmp_path, monkeypatch, capsys):
+    def refuse(dir):
+        raise OSError(code, os.strerror(code), str(dir))
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    out = tmp_path / "o"
+    assert in_process("train", *TINY, "--out", str(out)) == 2
+    assert f"--out {out}: cannot write there ({reason.format(out=out)})" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_in_proc_says_its_file_system_takes_no_files(capsys):
+    assert in_process("train", *TINY, "--out", "/proc") == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "spikeacc: error: --out /proc: cannot write there (the file system there takes no new files, like /proc)")
+
+
+def test_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert in_process("train", *TINY, "--out", "") == 2
+    assert "--out is empty" in one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
 
 
 def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):

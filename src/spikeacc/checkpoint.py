@@ -2,6 +2,7 @@
 reading a checkpoint back (``spikeacc train --resume``, ``spikeacc export``)."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -42,8 +43,8 @@ def _umask() -> int:
 
 
 def prepare_run_dir(out: Path) -> int:
-    """Create ``out`` and check it can be written (ValueError otherwise), before any
-    training; remove temporary files a killed run left there. Returns how many."""
+    """Create ``out`` and check it can be written (ValueError saying why otherwise), right
+    before training; remove temporary files a killed run left there. Returns how many."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     try:
@@ -51,11 +52,25 @@ def prepare_run_dir(out: Path) -> int:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise ValueError(f"--out {out}: cannot write there ({why_not_writable(out, err)})") from None
     stale = [p for name in (CHECKPOINT, METRICS) for p in out.glob(f".{name}.*.tmp")]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def why_not_writable(out: Path, err: OSError) -> str:
+    """Why creating ``out`` or a file in it failed with ``err``, in words."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {err.filename or out}"
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno == errno.ENOTDIR:
+        blocking = next((p for p in (*reversed(out.parents), out) if p.exists() and not p.is_dir()), out)
+        return f"{blocking} is not a directory"
+    if err.errno == errno.ENOENT and out.is_dir():  # e.g. /proc: a directory that takes no new files
+        return "the file system there takes no new files, like /proc"
+    return err.strerror or str(err)
 
 
 def read_checkpoint(path: Path, map_location: torch.device | str = "cpu", what: str = "--resume") -> dict:

@@ -93,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"lr gamma must be a positive finite number, got {self.lr_gamma}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise ValueError("--out is empty; give the run directory (or no --out: a new one under runs/)")
         if self.out is None:
             if self.resume:
                 raise ValueError("--resume needs --out, the run directory to continue")
@@ -195,10 +197,6 @@ class Trainer:
         self.config, self.progress = config, progress
         self.log = log if self.group.is_main else (lambda message: None)
         self.out = Path(config.out)
-        if self.group.is_main:
-            removed = prepare_run_dir(self.out)
-            if removed:
-                self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
@@ -224,6 +222,10 @@ class Trainer:
             self._load_checkpoint()
         elif (self.out / CHECKPOINT).exists():
             self.log(f"note: starting afresh; {self.out / CHECKPOINT} will be overwritten (--resume continues it)")
+        if self.group.is_main:  # only now: a run refused before training leaves no new --out behind
+            removed = prepare_run_dir(self.out)
+            if removed:
+                self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
 
     @property
     def checkpoint_path(self) -> Path:
