@@ -90,8 +90,13 @@ def model_name(text: str) -> str:
 
 
 def int_list(text: str) -> tuple[int, ...]:
-    """"800" or "16,32" -> (800,) or (16, 32)."""
-    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+    """"800" or "16,32" -> (800,) or (16, 32); "" -> () (none given)."""
+    if not text.strip():
+        return ()
+    parts = text.split(",")
+    if not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry; give integers separated by single commas")
+    return tuple(positive_int(part) for part in parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
