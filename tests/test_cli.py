@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikeacc import cli
+from spikeacc import cli, methods
 from spikeacc.methods.saf import SAFF
 from spikeacc.trainer import TrainConfig, atomic_write
 
@@ -339,6 +339,52 @@ def test_user_model_from_package_module_function(tmp_path, monkeypatch, capsys):
         assert message in one_error_line(capsys.readouterr().err)
     assert in_process("train", *TINY, "--model", "my_nets:build", "--out", str(tmp_path / "bad")) == 2
     assert "--hidden does not apply" in one_error_line(capsys.readouterr().err)
+
+
+SHAPED_MODELS = '''
+from torch import nn
+from spikeacc import LIF
+
+
+def outputs(n):
+    return lambda sample_shape, n_classes: nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n))
+
+
+thirteen, five = outputs(13), outputs(5)
+
+
+def per_class_column(sample_shape, n_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n_classes), nn.Unflatten(1, (n_classes, 1)))
+
+
+def no_neuron(sample_shape, n_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, n_classes))
+'''
+
+
+@pytest.mark.parametrize("function, shape", [("thirteen", [2, 13]), ("five", [2, 5]), ("per_class_column", [2, 10, 1])])
+def test_network_whose_logits_are_not_batch_by_classes_exits_2(function, shape, tmp_path, monkeypatch, capsys):
+    (tmp_path / "shaped_nets.py").write_text(SHAPED_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = f"shaped_nets:{function}"
+    assert in_process("train", *TINY[:-2], "--method", "bptt", "--model", model, "--out", str(tmp_path / "o")) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"spikeacc: error: model '{model}' gives logits of shape {shape} for 2 samples; 'digits' has 10 classes, "
+        "so it must give [2, 10] ([batch, classes])")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_network_without_neurons_is_refused_before_training(method, tmp_path, monkeypatch, capsys):
+    (tmp_path / "shaped_nets.py").write_text(SHAPED_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [*TINY[:-2], "--method", method, "--model", "shaped_nets:no_neuron", "--out", str(tmp_path / "o")]
+    assert in_process("train", *args) == 2
+    captured = capsys.readouterr()
+    assert one_error_line(captured.err) == (
+        f"spikeacc: error: {method}: the network has no spiking neuron (no spikeacc.LIF module), so it would "
+        "train as a plain network; add spikeacc.LIF after its layers")
+    assert "epoch" not in captured.out
 
 
 def test_method_that_cannot_run_the_model_exits_2(tmp_path, monkeypatch, capsys):

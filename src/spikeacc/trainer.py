@@ -251,15 +251,21 @@ class Trainer:
 
     def _check_model_fits(self) -> None:
         """Run two test samples through the method: a shape mismatch between dataset and
-        model becomes a ValueError here rather than a traceback mid-training."""
+        model, or logits other than [batch, classes], becomes a ValueError here rather than
+        a traceback mid-training (or, for extra outputs, a run that trains them silently)."""
         x, _ = next(batches(self.split.test, self.test_idx[:2], 2))
         try:
             with torch.no_grad():
-                self.method.infer(self.net, self.encoder(x.to(self.device)))
+                logits = self.method.infer(self.net, self.encoder(x.to(self.device))).logits
         except (RuntimeError, TypeError, IndexError) as err:
             reason = str(err).strip().splitlines()[0]
             raise ValueError(f"model {self.config.model!r} does not fit {self.split.name!r} samples "
                              f"{list(self.split.sample_shape)}: {reason}") from err
+        expected = [len(x), self.split.n_classes]
+        if list(logits.shape) != expected:
+            raise ValueError(f"model {self.config.model!r} gives logits of shape {list(logits.shape)} for {len(x)} "
+                             f"samples; {self.split.name!r} has {self.split.n_classes} classes, so it must give "
+                             f"{expected} ([batch, classes])")
 
     def run(self) -> dict:
         """Train epochs len(history)+1 .. config.epochs; return the metrics dict."""
