@@ -95,6 +95,33 @@ def test_resume_rejects_other_settings_and_missing_checkpoint(full_run, tmp_path
     assert "no checkpoint" in one_error_line(capsys.readouterr().err)
 
 
+def test_resume_of_a_checkpoint_whose_config_and_weights_disagree(full_run, tmp_path, capsys):
+    out = tmp_path / "edited"
+    out.mkdir()
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    state["config"]["hidden"] = [16]  # the weights are of --hidden 32
+    torch.save(state, out / "checkpoint.pt")
+    assert in_process("train", *TINY[:-1], "16", "--out", str(out), "--resume") == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"spikeacc: error: --resume: the weights in {out / 'checkpoint.pt'} do not fit this network (3 of another "
+        "shape, e.g. 1.weight is [32, 64] there, [16, 64] here); its code or settings changed since, or the "
+        "checkpoint is not this run's")
+
+
+def test_resume_after_the_networks_code_changed(full_run, monkeypatch, capsys):
+    from spikeacc import models
+
+    real_mlp = models.MODELS["mlp"]
+
+    def deeper(sample_shape, n_classes, neuron, hidden):  # one more hidden layer than when it was trained
+        return real_mlp(sample_shape, n_classes, neuron, (*hidden, 8))
+
+    monkeypatch.setitem(models.MODELS, "mlp", deeper)
+    assert in_process("train", *TINY, "--out", str(full_run), "--resume") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "do not fit this network (2 missing there, e.g. 5.weight; 2 of another shape, e.g. 3.weight is [10, 32] there, [8, 32] here)" in line
+
+
 def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run, tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -88,3 +89,15 @@ def read_checkpoint(path: Path, map_location: torch.device | str = "cpu", what: 
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{what}: {path} has checkpoint format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
     return state
+
+
+def weight_differences(net: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """How saved ``weights`` differ from ``net``'s state_dict, in words (empty if they fit):
+    entries missing there, entries this network lacks, entries shaped otherwise."""
+    own = net.state_dict()
+    missing = [name for name in own if name not in weights]
+    extra = [name for name in weights if name not in own]
+    resized = [f"{name} is {list(weights[name].shape)} there, {list(own[name].shape)} here"
+               for name in own if name in weights and weights[name].shape != own[name].shape]
+    return [f"{len(names)} {kind}, e.g. {names[0]}" for kind, names in
+            (("missing there", missing), ("not in this network", extra), ("of another shape", resized)) if names]

@@ -43,6 +43,19 @@ def fail(message: str, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
+def fail_once(message: str) -> None:
+    """fail() for an error every process of a torchrun run meets alike: rank 0 alone says
+    it; all wait for each other before exiting (torchrun stops the other processes as soon
+    as one exits, which could be before rank 0 has said it)."""
+    from . import distributed
+
+    if os.environ.get("RANK", "0") == "0":
+        sys.stderr.write(f"spikeacc: error: {message}\n")
+        sys.stderr.flush()
+    distributed.shutdown()
+    sys.exit(EXIT_USAGE)
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= minimum."""
     def parse(text: str) -> int:
@@ -181,13 +194,15 @@ def run_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .allocator import keep_freed_memory
     from .data import DatasetError
-    from .trainer import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+    from .trainer import ResumeRefused, TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
     options = {key: value for key, value in vars(args).items() if key != "command"}
     config = TrainConfig(**options)
     keep_freed_memory()  # large tensors are not page-faulted afresh every step (allocator.py)
     try:
         trainer = Trainer(config)
+    except ResumeRefused as err:
+        fail_once(str(err))
     except (ValueError, DatasetError) as err:
         fail(str(err))
     except KeyboardInterrupt:

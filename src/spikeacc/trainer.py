@@ -27,7 +27,8 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
 from . import __version__, data, distributed, encoders, methods
-from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint
+from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint,
+                         weight_differences)
 from . import graph
 from .data import DataSplit, dataset_options, load_dataset
 from .models import build
@@ -44,6 +45,10 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """The user pressed Ctrl-C; training stopped."""
+
+
+class ResumeRefused(ValueError):
+    """--resume refused for what the checkpoint holds: the same on every process of a run."""
 
 
 @dataclass
@@ -417,10 +422,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_path
         state = read_checkpoint(path, self.device)
-        self._check_same_config(state["config"], path)
-        if state["world_size"] != self.group.world_size:
-            raise ValueError(f"--resume: {path} was trained by {state['world_size']} process(es), this run has "
-                             f"{self.group.world_size}; resume with the same number (torchrun --nproc_per_node)")
+        self._check_resumable(state, path)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -436,6 +438,18 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         self.log(f"resuming {path} after epoch {len(self.history)}")
 
+    def _check_resumable(self, state: dict, path: Path) -> None:
+        """ResumeRefused unless the checkpoint ``state`` has this run's settings, process
+        count and network (the names and shapes of its weights)."""
+        self._check_same_config(state["config"], path)
+        if state["world_size"] != self.group.world_size:
+            raise ResumeRefused(f"--resume: {path} was trained by {state['world_size']} process(es), this run has "
+                                f"{self.group.world_size}; resume with the same number (torchrun --nproc_per_node)")
+        differences = weight_differences(self.net, state["model"])
+        if differences:
+            raise ResumeRefused(f"--resume: the weights in {path} do not fit this network ({'; '.join(differences)}); "
+                                "its code or settings changed since, or the checkpoint is not this run's")
+
     def _check_same_config(self, saved: dict, path: Path) -> None:
         now = self.config.record()
         # a setting added after the checkpoint was written ran at its default
@@ -443,8 +457,8 @@ class Trainer:
         changed = [f"{key}={saved[key]!r} -> {now[key]!r}" for key in now
                    if key not in RESUMABLE_CHANGES and saved[key] != now[key]]
         if changed:
-            raise ValueError(f"--resume: settings differ from {path} ({', '.join(changed)}); "
-                             "resume with the same settings or choose another --out")
+            raise ResumeRefused(f"--resume: settings differ from {path} ({', '.join(changed)}); "
+                                "resume with the same settings or choose another --out")
 
     def gather_samples(self) -> list[int]:
         """Training samples each rank has processed (a collective: every rank calls it)."""
