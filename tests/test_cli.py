@@ -57,6 +57,8 @@ def full_run(tmp_path_factory) -> Path:
     done = spikeacc("train", *TINY, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "epoch 1/2" in done.stdout and "epoch 2/2" in done.stdout and "test acc" in done.stdout
+    assert done.stdout.splitlines()[-1] == (f"wrote {out / 'checkpoint.pt'}, {out / 'metrics.json'}, "
+                                            f"{out / 'curves.png'}, {out / 'raster.png'}")
     return out
 
 
@@ -227,6 +229,19 @@ def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypat
     assert in_process("bench", "--quick", "x") == 7
     assert in_process("train", "--quick") == 2
     assert "unrecognized arguments: --quick" in one_error_line(capsys.readouterr().err)
+
+
+def test_bench_help_names_spikeacc_bench():
+    done = spikeacc("bench", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: spikeacc bench [-h]") and "usage: spikeacc bench saf_family" in done.stdout
+    assert "usage: python -m benchmarks" not in done.stdout
+
+
+def test_train_usage_names_user_models(capsys):
+    assert in_process("train", "--help") == 0
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "[--model {mlp,conv,lenet5,vgg7,dvs-conv,vgg-sws,resnet}|package.module:function]" in usage
 
 
 def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):

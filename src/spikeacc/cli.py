@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "raster.png and checkpoint.pt into --out.")
     train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
     train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
-    train.add_argument("--model", default="mlp", type=model_name, metavar="{" + ",".join(MODELS) + "}",
-                       help="network, or package.module:function returning an nn.Module (called with "
-                            "the sample shape and the number of classes)")
+    train.add_argument("--model", default="mlp", type=model_name, metavar="{" + ",".join(MODELS) + "}|package.module:function",
+                       help="network: a name, or package.module:function returning an nn.Module (called "
+                            "with the sample shape and the number of classes)")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
                        help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
     train.add_argument("--T", type=positive_int, default=6, help="time steps")
@@ -241,7 +241,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def write_figures(trainer) -> None:
-    """curves.png of the finished epochs and, for LIF-based methods, raster.png of one test sample."""
+    """curves.png of the finished epochs and, for LIF-based methods, raster.png of one test
+    sample; says which files the run wrote."""
     from .report import plot_curves, save_raster
     from .trainer import batches
 
@@ -251,11 +252,12 @@ def write_figures(trainer) -> None:
     plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
     x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))
     raster = out / "raster.png"
+    written = f"wrote {trainer.checkpoint_path}, {out / 'metrics.json'}, {out / 'curves.png'}"
     if save_raster(trainer.net, trainer.method, trainer.encoder(x.to(trainer.device)), raster,
                    f"{config.method}: spikes of test sample {int(trainer.test_idx[0])}"):
-        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'}, {raster}")
+        print(f"{written}, {raster}")
     else:
-        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'} (no raster: {config.method} is not LIF-based)")
+        print(f"{written} (no raster: {config.method} is not LIF-based)")
 
 
 def benchmarks_root() -> Path | None:
@@ -271,7 +273,7 @@ def run_bench(extra: Sequence[str]) -> int:
     if root is None:
         fail("benchmarks/ not found (it ships with the source repository, not the installed package); "
              "run `spikeacc bench` from a checkout of spikeacc")
-    env = dict(os.environ)
+    env = {**os.environ, "SPIKEACC_BENCH_PROG": "spikeacc bench"}  # benchmarks.PROG: their help names us
     if (root / "src" / "spikeacc").is_dir():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
     return subprocess.call([sys.executable, "-m", "benchmarks", *extra], cwd=root, env=env)
