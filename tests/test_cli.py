@@ -231,6 +231,25 @@ def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypat
     assert "unrecognized arguments: --quick" in one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("threads, warned", [("2", True), ("1", False)])
+def test_threads_beyond_the_free_cores_are_a_warning_and_training_goes_on(threads, warned, tmp_path, monkeypatch,
+                                                                          capsys):
+    from spikeacc import cores
+
+    monkeypatch.setattr(cores, "own_cpus", lambda: {0, 1})
+    monkeypatch.setattr(cores.LoadMeter, "busy_cores", lambda self: 1.0)  # another process on one of two cores
+    previous = torch.get_num_threads()
+    try:
+        assert in_process("train", *TINY[:1], "1", *TINY[2:], "--threads", threads, "--out", str(tmp_path / "o")) == 0
+    finally:
+        torch.set_num_threads(previous)
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.out
+    assert captured.err.strip().splitlines() == (
+        ["spikeacc: warning: torch runs 2 threads, but other processes keep 1 of this process's 2 cores busy; "
+         "--threads 1 is likely faster while they run"] if warned else [])
+
+
 def test_bench_help_names_spikeacc_bench():
     done = spikeacc("bench", "--help")
     assert done.returncode == 0, done.stderr

@@ -43,6 +43,11 @@ def fail(message: str, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
+def warn(message: str) -> None:
+    """One ``spikeacc: warning: ...`` line on stderr; the run goes on."""
+    sys.stderr.write(f"spikeacc: warning: {message}\n")
+
+
 def fail_once(message: str) -> None:
     """fail() for an error every process of a torchrun run meets alike: rank 0 alone says
     it; all wait for each other before exiting (torchrun stops the other processes as soon
@@ -147,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory with the dataset's files, or its parent holding <dataset>/; "
                             "none given: $SPIKEACC_DATA, then the dataset's system path")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
-    train.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
+    train.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads per process (default: torch's, one per core, the faster choice "
+                            "on an idle machine; a run warns when other processes keep cores busy)")
     train.add_argument("--compile", action="store_true",
                        help="run the neuron dynamics under torch.compile (compiled once per shape; "
                             "falls back to eager with a warning if compiling fails)")
@@ -191,14 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from . import distributed
     from .allocator import keep_freed_memory
+    from .cores import LoadMeter
     from .data import DatasetError
     from .trainer import ResumeRefused, TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
     options = {key: value for key, value in vars(args).items() if key != "command"}
     config = TrainConfig(**options)
     keep_freed_memory()  # large tensors are not page-faulted afresh every step (allocator.py)
+    load = LoadMeter()  # measures while the trainer sets up
     try:
         trainer = Trainer(config)
     except ResumeRefused as err:
@@ -207,6 +218,10 @@ def run_train(args: argparse.Namespace) -> int:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted before training started", EXIT_INTERRUPTED)
+    if trainer.device.type == "cpu" and trainer.group.is_main:
+        oversubscribed = load.oversubscribed(torch.get_num_threads())
+        if oversubscribed:
+            warn(oversubscribed)
     processes = f", {trainer.group.world_size} processes" if trainer.group.world_size > 1 else ""
     trainer.log(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
                 f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
