@@ -17,7 +17,8 @@ from spikeacc.methods.saf import SAFF
 from spikeacc.trainer import TrainConfig, atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--hidden", "32"]
+# one thread: the same sums in and out of process, and no warning when the shared machine is busy
+TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--hidden", "32"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -29,6 +30,14 @@ def float32_default():
     torch.set_default_dtype(torch.float32)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def same_threads_after():
+    """An in-process run's --threads does not outlive its test."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
 
 
 def spikeacc(*args: str) -> subprocess.CompletedProcess:
@@ -121,7 +130,8 @@ def test_resume_after_the_networks_code_changed(full_run, monkeypatch, capsys):
     monkeypatch.setitem(models.MODELS, "mlp", deeper)
     assert in_process("train", *TINY, "--out", str(full_run), "--resume") == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "do not fit this network (2 missing there, e.g. 5.weight; 2 of another shape, e.g. 3.weight is [10, 32] there, [8, 32] here)" in line
+    assert ("do not fit this network (2 missing there, e.g. 5.weight; 2 of another shape, e.g. 3.weight is "
+            "[10, 32] there, [8, 32] here)") in line
 
 
 def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run, tmp_path, capsys):
@@ -238,11 +248,7 @@ def test_threads_beyond_the_free_cores_are_a_warning_and_training_goes_on(thread
 
     monkeypatch.setattr(cores, "own_cpus", lambda: {0, 1})
     monkeypatch.setattr(cores.LoadMeter, "busy_cores", lambda self: 1.0)  # another process on one of two cores
-    previous = torch.get_num_threads()
-    try:
-        assert in_process("train", *TINY[:1], "1", *TINY[2:], "--threads", threads, "--out", str(tmp_path / "o")) == 0
-    finally:
-        torch.set_num_threads(previous)
+    assert in_process("train", *TINY[:1], "1", *TINY[2:], "--threads", threads, "--out", str(tmp_path / "o")) == 0
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.out
     assert captured.err.strip().splitlines() == (
@@ -337,7 +343,8 @@ def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
     (["--method", "single-spike", "--encoder", "latency", "--method-option", "trainable_decay=maybe"],
      f"method 'single-spike' option trainable_decay='maybe': {BOOLEAN}"),
     (["--method", "asf", "--method-option", "v_th=abc"], "method 'asf' option v_th='abc': expected a number"),
-    (["--method", "asf", "--method-option", "chunk=1.5"], "method 'asf' option chunk='1.5': expected an integer or null"),
+    (["--method", "asf", "--method-option", "chunk=1.5"],
+     "method 'asf' option chunk='1.5': expected an integer or null"),
     (["--encoder", "latency", "--encoder-option", "x_silent=abc"],
      "encoder 'latency' option x_silent='abc': expected a number or null"),
     (["--encoder", "poisson", "--encoder-option", "rounding=floor"],
@@ -415,7 +422,8 @@ thirteen, five = outputs(13), outputs(5)
 
 
 def per_class_column(sample_shape, n_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n_classes), nn.Unflatten(1, (n_classes, 1)))
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n_classes),
+                         nn.Unflatten(1, (n_classes, 1)))
 
 
 def no_neuron(sample_shape, n_classes):

@@ -1,8 +1,10 @@
 """Command line: ``spikeacc train ...``, ``spikeacc export ...`` and ``spikeacc bench ...``.
 
 Errors from bad arguments or bad data files print one line
-``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf, or exploding) exits 3,
-Ctrl-C exits 130; both keep the last checkpoint.
+``spikeacc: error: ...`` and exit 2, before anything is written; a diverging loss (NaN/inf,
+or exploding) exits 3, Ctrl-C exits 130; both keep the last checkpoint. A run whose torch
+threads exceed the cores other processes leave free says so in one ``spikeacc: warning:``
+line and goes on.
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "raster.png and checkpoint.pt into --out.")
     train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
     train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
-    train.add_argument("--model", default="mlp", type=model_name, metavar="{" + ",".join(MODELS) + "}|package.module:function",
+    train.add_argument("--model", default="mlp", type=model_name,
+                       metavar="{" + ",".join(MODELS) + "}|package.module:function",
                        help="network: a name, or package.module:function returning an nn.Module (called "
                             "with the sample shape and the number of classes)")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
@@ -198,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch
-
     from . import distributed
     from .allocator import keep_freed_memory
     from .cores import LoadMeter
@@ -218,10 +219,7 @@ def run_train(args: argparse.Namespace) -> int:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted before training started", EXIT_INTERRUPTED)
-    if trainer.device.type == "cpu" and trainer.group.is_main:
-        oversubscribed = load.oversubscribed(torch.get_num_threads())
-        if oversubscribed:
-            warn(oversubscribed)
+    warn_if_oversubscribed(trainer, load)
     processes = f", {trainer.group.world_size} processes" if trainer.group.world_size > 1 else ""
     trainer.log(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
                 f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
@@ -241,6 +239,17 @@ def run_train(args: argparse.Namespace) -> int:
     write_figures(trainer)
     distributed.shutdown()
     return 0
+
+
+def warn_if_oversubscribed(trainer, load) -> None:
+    """Warn once (rank 0) if a CPU run's torch threads exceed the cores that other processes
+    left free while the trainer set up (``load``, a cores.LoadMeter)."""
+    import torch
+
+    if trainer.device.type == "cpu" and trainer.group.is_main:
+        oversubscribed = load.oversubscribed(torch.get_num_threads())
+        if oversubscribed:
+            warn(oversubscribed)
 
 
 def run_export(args: argparse.Namespace) -> int:
