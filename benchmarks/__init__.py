@@ -5,9 +5,13 @@ benchmarks/results/<name>.json and .md. Adding a benchmark is one line here.
 Like ``spikeacc train``, the benchmarks keep freed memory in the process
 (``spikeacc.allocator``); every machine line says whether that took effect.
 """
+import os
+
 from spikeacc.allocator import keep_freed_memory
 
 KEEPS_FREED_MEMORY = keep_freed_memory()
+PROG_ENV = "SPIKEACC_BENCH_PROG"  # ``spikeacc bench`` sets it: the help then names that command
+PROG = os.environ.get(PROG_ENV, "python -m benchmarks")
 
 MODULES = [
     "saf_family",

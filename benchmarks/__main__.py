@@ -9,12 +9,12 @@ import argparse
 import importlib
 import sys
 
-from . import MODULES
+from . import MODULES, PROG
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__, add_help=False,
+        prog=PROG, description=__doc__, add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Other options (--quick, --device, --out, ...) are passed to every benchmark; "
                "each one's options follow with --help.")

@@ -24,7 +24,7 @@ import torch
 import spikeacc
 from spikeacc.cli import int_at_least
 
-from . import KEEPS_FREED_MEMORY
+from . import KEEPS_FREED_MEMORY, PROG
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -32,7 +32,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     """Options every benchmark takes: --quick, --device, --repeats, --warmup, --threads,
     --out / --update-results."""
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", description=description)
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int_at_least(1), default=None,

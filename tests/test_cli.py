@@ -1,21 +1,24 @@
 """spikeacc train / bench end to end on the bundled digits, with tiny settings."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from spikeacc import cli
+from spikeacc import cli, methods
 from spikeacc.methods.saf import SAFF
-from spikeacc.trainer import atomic_write
+from spikeacc.trainer import TrainConfig, atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--hidden", "32"]
+# one thread: the same sums in and out of process, and no warning when the shared machine is busy
+TINY = ["--epochs", "2", "--T", "2", "--limit-train", "256", "--limit-test", "100", "--threads", "1", "--hidden", "32"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -27,6 +30,14 @@ def float32_default():
     torch.set_default_dtype(torch.float32)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def same_threads_after():
+    """An in-process run's --threads does not outlive its test."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
 
 
 def spikeacc(*args: str) -> subprocess.CompletedProcess:
@@ -55,6 +66,8 @@ def full_run(tmp_path_factory) -> Path:
     done = spikeacc("train", *TINY, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "epoch 1/2" in done.stdout and "epoch 2/2" in done.stdout and "test acc" in done.stdout
+    assert done.stdout.splitlines()[-1] == (f"wrote {out / 'checkpoint.pt'}, {out / 'metrics.json'}, "
+                                            f"{out / 'curves.png'}, {out / 'raster.png'}")
     return out
 
 
@@ -93,6 +106,34 @@ def test_resume_rejects_other_settings_and_missing_checkpoint(full_run, tmp_path
     assert "no checkpoint" in one_error_line(capsys.readouterr().err)
 
 
+def test_resume_of_a_checkpoint_whose_config_and_weights_disagree(full_run, tmp_path, capsys):
+    out = tmp_path / "edited"
+    out.mkdir()
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    state["config"]["hidden"] = [16]  # the weights are of --hidden 32
+    torch.save(state, out / "checkpoint.pt")
+    assert in_process("train", *TINY[:-1], "16", "--out", str(out), "--resume") == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"spikeacc: error: --resume: the weights in {out / 'checkpoint.pt'} do not fit this network (3 of another "
+        "shape, e.g. 1.weight is [32, 64] there, [16, 64] here); its code or settings changed since, or the "
+        "checkpoint is not this run's")
+
+
+def test_resume_after_the_networks_code_changed(full_run, monkeypatch, capsys):
+    from spikeacc import models
+
+    real_mlp = models.MODELS["mlp"]
+
+    def deeper(sample_shape, n_classes, neuron, hidden):  # one more hidden layer than when it was trained
+        return real_mlp(sample_shape, n_classes, neuron, (*hidden, 8))
+
+    monkeypatch.setitem(models.MODELS, "mlp", deeper)
+    assert in_process("train", *TINY, "--out", str(full_run), "--resume") == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert ("do not fit this network (2 missing there, e.g. 5.weight; 2 of another shape, e.g. 3.weight is "
+            "[10, 32] there, [8, 32] here)") in line
+
+
 def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run, tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
@@ -114,13 +155,17 @@ def test_resume_of_a_checkpoint_older_than_a_setting_takes_its_default(full_run,
     (["--epochs", "-1"], "--epochs: must be a positive integer"),
     (["--lr", "nan"], "--lr: must be a positive finite number"),
     (["--model", "conv", "--hidden", "4,4,4,4"], "too small for 4 poolings"),
+    (["--hidden", "8,,8"], "--hidden: '8,,8' has an empty entry; give integers separated by single commas"),
+    (["--hidden", "8,"], "--hidden: '8,' has an empty entry"),
+    (["--lr-milestones", ",2"], "--lr-milestones: ',2' has an empty entry"),
     (["--encoder", "frames"], "does not fit dataset 'digits'"),
     (["--dataset", "mnist", "--data-dir", "{tmp}"], "missing {tmp}/train-images-idx3-ubyte"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    assert in_process("train", *TINY, "--out", str(tmp_path / "out"), *args) == 2
+    assert in_process("train", *TINY, "--out", str(tmp_path / "out" / "run"), *args) == 2
     assert message.replace("{tmp}", str(tmp_path)) in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()  # a refused run leaves no new --out behind
 
 
 def test_missing_data_subprocess_no_traceback(tmp_path):
@@ -196,6 +241,34 @@ def test_bench_runs_benchmarks_package_or_says_it_is_missing(tmp_path, monkeypat
     assert "unrecognized arguments: --quick" in one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("threads, warned", [("2", True), ("1", False)])
+def test_threads_beyond_the_free_cores_are_a_warning_and_training_goes_on(threads, warned, tmp_path, monkeypatch,
+                                                                          capsys):
+    from spikeacc import cores
+
+    monkeypatch.setattr(cores, "own_cpus", lambda: {0, 1})
+    monkeypatch.setattr(cores.LoadMeter, "busy_cores", lambda self: 1.0)  # another process on one of two cores
+    assert in_process("train", *TINY[:1], "1", *TINY[2:], "--threads", threads, "--out", str(tmp_path / "o")) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.out
+    assert captured.err.strip().splitlines() == (
+        ["spikeacc: warning: torch runs 2 threads, but other processes keep 1 of this process's 2 cores busy; "
+         "--threads 1 is likely faster while they run"] if warned else [])
+
+
+def test_bench_help_names_spikeacc_bench():
+    done = spikeacc("bench", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: spikeacc bench [-h]") and "usage: spikeacc bench saf_family" in done.stdout
+    assert "usage: python -m benchmarks" not in done.stdout
+
+
+def test_train_usage_names_user_models(capsys):
+    assert in_process("train", "--help") == 0
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "[--model {mlp,conv,lenet5,vgg7,dvs-conv,vgg-sws,resnet}|package.module:function]" in usage
+
+
 def test_model_that_does_not_fit_the_data_exit_2(tmp_path, monkeypatch, capsys):
     from torch import nn
 
@@ -251,13 +324,48 @@ def test_method_options_reach_the_method_and_survive_resume(tmp_path):
     assert in_process("train", *method, *TINY, "--out", str(out), "--resume") == 0
 
 
+BOOLEAN = "expected one of true, false, yes, no, on, off, 1, 0"
+
+
 @pytest.mark.parametrize("option, message", [
-    ("nope=1", "unexpected keyword argument 'nope'"),
+    ("nope=1", "method 'saf-f' has no option nope; its options: surrogate, static_once"),
     ("novalue", "expected KEY=VALUE"),
+    ("static_once=[1]", f"method 'saf-f' option static_once='[1]': {BOOLEAN}"),
+    ("T=4", "--method-option T: T is a setting of the run, not a method option; give --T"),
+    ("compile=true", "--method-option compile: compile is a setting of the run, not a method option; give --compile"),
 ])
 def test_bad_method_option_exits_2(option, message, tmp_path, capsys):
     assert in_process("train", *TINY, "--method-option", option, "--out", str(tmp_path / "o")) == 2
     assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "single-spike", "--encoder", "latency", "--method-option", "trainable_decay=maybe"],
+     f"method 'single-spike' option trainable_decay='maybe': {BOOLEAN}"),
+    (["--method", "asf", "--method-option", "v_th=abc"], "method 'asf' option v_th='abc': expected a number"),
+    (["--method", "asf", "--method-option", "chunk=1.5"],
+     "method 'asf' option chunk='1.5': expected an integer or null"),
+    (["--encoder", "latency", "--encoder-option", "x_silent=abc"],
+     "encoder 'latency' option x_silent='abc': expected a number or null"),
+    (["--encoder", "poisson", "--encoder-option", "rounding=floor"],
+     "encoder 'poisson' has no option rounding; its options: scale"),
+    (["--dataset-option", "frames=2"], "dataset 'digits' has no option frames; its options: none"),
+    (["--encoder", "latency", "--encoder-option", "x_silent=2"],
+     "linear latency coding needs 0 <= x_silent < 1 (pixels at or below it do not spike) or None, got 2.0"),
+])
+def test_option_values_are_read_as_their_declared_type(args, message, tmp_path, capsys):
+    assert in_process("train", *TINY, *args, "--out", str(tmp_path / "o")) == 2
+    assert one_error_line(capsys.readouterr().err) == f"spikeacc: error: {message}"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("word, value", [(word, False) for word in ("False", "false", "no", "OFF", "0")]
+                         + [(word, True) for word in ("True", "yes", "On", "1")])
+def test_every_boolean_word_means_what_it_says(word, value):
+    config = TrainConfig(method="single-spike", encoder="latency", method_options=[("trainable_decay", word)],
+                         encoder_options=[("x_silent", "null")])
+    config.validate()
+    assert config.method_options == [("trainable_decay", value)] and config.encoder_options == [("x_silent", None)]
 
 
 @pytest.mark.parametrize("model, hidden", [("vgg-sws", "2,2,3,3"), ("resnet", "2,3")])
@@ -301,6 +409,53 @@ def test_user_model_from_package_module_function(tmp_path, monkeypatch, capsys):
     assert "--hidden does not apply" in one_error_line(capsys.readouterr().err)
 
 
+SHAPED_MODELS = '''
+from torch import nn
+from spikeacc import LIF
+
+
+def outputs(n):
+    return lambda sample_shape, n_classes: nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n))
+
+
+thirteen, five = outputs(13), outputs(5)
+
+
+def per_class_column(sample_shape, n_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), LIF(), nn.Linear(12, n_classes),
+                         nn.Unflatten(1, (n_classes, 1)))
+
+
+def no_neuron(sample_shape, n_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, n_classes))
+'''
+
+
+@pytest.mark.parametrize("function, shape", [("thirteen", [2, 13]), ("five", [2, 5]), ("per_class_column", [2, 10, 1])])
+def test_network_whose_logits_are_not_batch_by_classes_exits_2(function, shape, tmp_path, monkeypatch, capsys):
+    (tmp_path / "shaped_nets.py").write_text(SHAPED_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = f"shaped_nets:{function}"
+    assert in_process("train", *TINY[:-2], "--method", "bptt", "--model", model, "--out", str(tmp_path / "o")) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"spikeacc: error: model '{model}' gives logits of shape {shape} for 2 samples; 'digits' has 10 classes, "
+        "so it must give [2, 10] ([batch, classes])")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_network_without_neurons_is_refused_before_training(method, tmp_path, monkeypatch, capsys):
+    (tmp_path / "shaped_nets.py").write_text(SHAPED_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [*TINY[:-2], "--method", method, "--model", "shaped_nets:no_neuron", "--out", str(tmp_path / "o")]
+    assert in_process("train", *args) == 2
+    captured = capsys.readouterr()
+    assert one_error_line(captured.err) == (
+        f"spikeacc: error: {method}: the network has no spiking neuron (no spikeacc.LIF module), so it would "
+        "train as a plain network; add spikeacc.LIF after its layers")
+    assert "epoch" not in captured.out
+
+
 def test_method_that_cannot_run_the_model_exits_2(tmp_path, monkeypatch, capsys):
     (tmp_path / "pooled_nets.py").write_text(
         "from torch import nn\nfrom spikeacc import LIF\n\n"
@@ -333,8 +488,33 @@ def test_out_that_cannot_be_written_stops_before_training(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert in_process("train", *TINY, "--out", str(tmp_path / "file" / "run")) == 2
     captured = capsys.readouterr()
-    assert "cannot write there" in one_error_line(captured.err)
+    assert f"cannot write there ({tmp_path / 'file'} is not a directory)" in one_error_line(captured.err)
     assert "epoch" not in captured.out  # nothing trained
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EACCES, "permission denied on {out}"),
+                                          (errno.EROFS, "read-only file system")])
+def test_out_that_cannot_be_written_says_why(code, reason, tmp_path, monkeypatch, capsys):
+    def refuse(dir):
+        raise OSError(code, os.strerror(code), str(dir))
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    out = tmp_path / "o"
+    assert in_process("train", *TINY, "--out", str(out)) == 2
+    assert f"--out {out}: cannot write there ({reason.format(out=out)})" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_out_in_proc_says_its_file_system_takes_no_files(capsys):
+    assert in_process("train", *TINY, "--out", "/proc") == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "spikeacc: error: --out /proc: cannot write there (the file system there takes no new files, like /proc)")
+
+
+def test_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert in_process("train", *TINY, "--out", "") == 2
+    assert "--out is empty" in one_error_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
 
 
 def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, capsys):

@@ -152,5 +152,6 @@ def test_torchrun_trains_like_one_process_and_resume_checks_the_world_size(tmp_p
         assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.011)  # a rounding flip may move one sample
     mismatch = torchrun("train", "--method", "asf", *TINY, "--epochs", "3", "--out", str(one), "--resume")
     assert mismatch.returncode != 0
-    lines = [line for line in mismatch.stderr.splitlines() if line.startswith("spikeacc: error:")]
-    assert lines and all("trained by 1 process(es), this run has 2" in line for line in lines), mismatch.stderr
+    lines = [line for line in mismatch.stderr.splitlines() if "spikeacc: error:" in line]
+    assert lines == [f"spikeacc: error: --resume: {one / 'checkpoint.pt'} was trained by 1 process(es), this run "
+                     "has 2; resume with the same number (torchrun --nproc_per_node)"], mismatch.stderr  # rank 0 alone

@@ -68,3 +68,10 @@ def test_bad_T_and_unknown_name(T):
         encoders.get("direct", T)
     with pytest.raises(ValueError, match="unknown encoder 'morse'.*direct"):
         encoders.get("morse", 4)
+
+
+@pytest.mark.parametrize("name, x_silent", [("latency", 2.0), ("latency", 1.0), ("latency", -0.5),
+                                            ("latency-log", 0.0), ("latency-log", 1.5)])
+def test_latency_x_silent_out_of_range_is_refused_when_built(name, x_silent):
+    with pytest.raises(ValueError, match=f"0 <=? x_silent < 1.*got {x_silent}"):
+        encoders.get(name, 4, x_silent=x_silent)

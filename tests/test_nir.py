@@ -453,6 +453,16 @@ def test_load_refuses_what_spikeacc_cannot_run_exactly(graph, options, message):
     assert message in one_line(err)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_load_refuses_weights_that_are_not_finite(bad, tmp_path):
+    graph = small_graph()
+    graph.nodes["fc"].weight[1, 2] = bad
+    nir.write(tmp_path / "bad.nir", graph)
+    with pytest.raises(ValueError) as err:
+        snir.load(tmp_path / "bad.nir")
+    assert one_line(err) == "NIR node 'fc' weight holds 1 NaN or infinite value(s)"
+
+
 def test_load_refuses_a_file_that_is_not_nir(tmp_path):
     (tmp_path / "x.nir").write_bytes(b"not hdf5")
     with pytest.raises(ValueError) as err:

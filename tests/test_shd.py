@@ -236,4 +236,4 @@ def test_cli_trains_on_shd(tmp_path, capsys):
     assert in_process(*common, "--out", str(tmp_path / "b")) == 2
     assert "shd_test.h5: not a readable HDF5 file" in one_error_line(capsys.readouterr().err)
     assert in_process(*common, "--dataset-option", "binary=2", "--out", str(tmp_path / "c")) == 2
-    assert "SHD binary must be true or false" in one_error_line(capsys.readouterr().err)
+    assert "dataset 'shd' option binary='2': expected one of true, false" in one_error_line(capsys.readouterr().err)

@@ -2,12 +2,14 @@
 reading a checkpoint back (``spikeacc train --resume``, ``spikeacc export``)."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -42,8 +44,8 @@ def _umask() -> int:
 
 
 def prepare_run_dir(out: Path) -> int:
-    """Create ``out`` and check it can be written (ValueError otherwise), before any
-    training; remove temporary files a killed run left there. Returns how many."""
+    """Create ``out`` and check it can be written (ValueError saying why otherwise), right
+    before training; remove temporary files a killed run left there. Returns how many."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     try:
@@ -51,11 +53,25 @@ def prepare_run_dir(out: Path) -> int:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise ValueError(f"--out {out}: cannot write there ({why_not_writable(out, err)})") from None
     stale = [p for name in (CHECKPOINT, METRICS) for p in out.glob(f".{name}.*.tmp")]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def why_not_writable(out: Path, err: OSError) -> str:
+    """Why creating ``out`` or a file in it failed with ``err``, in words."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {err.filename or out}"
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno == errno.ENOTDIR:
+        blocking = next((p for p in (*reversed(out.parents), out) if p.exists() and not p.is_dir()), out)
+        return f"{blocking} is not a directory"
+    if err.errno == errno.ENOENT and out.is_dir():  # e.g. /proc: a directory that takes no new files
+        return "the file system there takes no new files, like /proc"
+    return err.strerror or str(err)
 
 
 def read_checkpoint(path: Path, map_location: torch.device | str = "cpu", what: str = "--resume") -> dict:
@@ -73,3 +89,15 @@ def read_checkpoint(path: Path, map_location: torch.device | str = "cpu", what: 
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{what}: {path} has checkpoint format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
     return state
+
+
+def weight_differences(net: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """How saved ``weights`` differ from ``net``'s state_dict, in words (empty if they fit):
+    entries missing there, entries this network lacks, entries shaped otherwise."""
+    own = net.state_dict()
+    missing = [name for name in own if name not in weights]
+    extra = [name for name in weights if name not in own]
+    resized = [f"{name} is {list(weights[name].shape)} there, {list(own[name].shape)} here"
+               for name in own if name in weights and weights[name].shape != own[name].shape]
+    return [f"{len(names)} {kind}, e.g. {names[0]}" for kind, names in
+            (("missing there", missing), ("not in this network", extra), ("of another shape", resized)) if names]

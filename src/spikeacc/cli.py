@@ -1,13 +1,14 @@
 """Command line: ``spikeacc train ...``, ``spikeacc export ...`` and ``spikeacc bench ...``.
 
 Errors from bad arguments or bad data files print one line
-``spikeacc: error: ...`` and exit 2; a diverging loss (NaN/inf, or exploding) exits 3,
-Ctrl-C exits 130; both keep the last checkpoint.
+``spikeacc: error: ...`` and exit 2, before anything is written; a diverging loss (NaN/inf,
+or exploding) exits 3, Ctrl-C exits 130; both keep the last checkpoint. A run whose torch
+threads exceed the cores other processes leave free says so in one ``spikeacc: warning:``
+line and goes on.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,24 @@ def fail(message: str, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
+def warn(message: str) -> None:
+    """One ``spikeacc: warning: ...`` line on stderr; the run goes on."""
+    sys.stderr.write(f"spikeacc: warning: {message}\n")
+
+
+def fail_once(message: str) -> None:
+    """fail() for an error every process of a torchrun run meets alike: rank 0 alone says
+    it; all wait for each other before exiting (torchrun stops the other processes as soon
+    as one exits, which could be before rank 0 has said it)."""
+    from . import distributed
+
+    if os.environ.get("RANK", "0") == "0":
+        sys.stderr.write(f"spikeacc: error: {message}\n")
+        sys.stderr.flush()
+    distributed.shutdown()
+    sys.exit(EXIT_USAGE)
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= minimum."""
     def parse(text: str) -> int:
@@ -62,15 +81,12 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
-def key_value(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as JSON (true, 0.5, "x") or else kept as a string."""
-    key, sep, raw = text.partition("=")
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE, the VALUE kept as text: the trainer reads it as the type the option
+    declares (``spikeacc.typed_options``)."""
+    key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
     return key.strip(), value
 
 
@@ -95,8 +111,13 @@ def model_name(text: str) -> str:
 
 
 def int_list(text: str) -> tuple[int, ...]:
-    """"800" or "16,32" -> (800,) or (16, 32)."""
-    return tuple(positive_int(part) for part in text.split(",") if part.strip())
+    """"800" or "16,32" -> (800,) or (16, 32); "" -> () (none given)."""
+    if not text.strip():
+        return ()
+    parts = text.split(",")
+    if not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry; give integers separated by single commas")
+    return tuple(positive_int(part) for part in parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "raster.png and checkpoint.pt into --out.")
     train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
     train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
-    train.add_argument("--model", default="mlp", type=model_name, metavar="{" + ",".join(MODELS) + "}",
-                       help="network, or package.module:function returning an nn.Module (called with "
-                            "the sample shape and the number of classes)")
+    train.add_argument("--model", default="mlp", type=model_name,
+                       metavar="{" + ",".join(MODELS) + "}|package.module:function",
+                       help="network: a name, or package.module:function returning an nn.Module (called "
+                            "with the sample shape and the number of classes)")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
                        help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
     train.add_argument("--T", type=positive_int, default=6, help="time steps")
@@ -134,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory with the dataset's files, or its parent holding <dataset>/; "
                             "none given: $SPIKEACC_DATA, then the dataset's system path")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and subsets")
-    train.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
+    train.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads per process (default: torch's, one per core, the faster choice "
+                            "on an idle machine; a run warns when other processes keep cores busy)")
     train.add_argument("--compile", action="store_true",
                        help="run the neuron dynamics under torch.compile (compiled once per shape; "
                             "falls back to eager with a warning if compiling fails)")
@@ -147,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="test on a seeded random N samples")
     train.add_argument("--method-option", dest="method_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
-                       help="option of the method's constructor, repeatable; VALUE is JSON or a "
-                            "string, e.g. trainable_decay=true (single-spike), loss=ce (asf)")
+                       help="option of the method's constructor, repeatable; VALUE is read as the option's "
+                            "type (a bool: true/false, yes/no, on/off, 1/0; null: None), e.g. "
+                            "trainable_decay=true (single-spike), loss=ce (asf), static_once=false")
     train.add_argument("--encoder-option", dest="encoder_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the encoder, repeatable, e.g. scale=0.5 (poisson: rate |x|/2, the "
@@ -183,18 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .allocator import keep_freed_memory
+    from .cores import LoadMeter
     from .data import DatasetError
-    from .trainer import TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
+    from .trainer import ResumeRefused, TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted
 
     options = {key: value for key, value in vars(args).items() if key != "command"}
     config = TrainConfig(**options)
     keep_freed_memory()  # large tensors are not page-faulted afresh every step (allocator.py)
+    load = LoadMeter()  # measures while the trainer sets up
     try:
         trainer = Trainer(config)
+    except ResumeRefused as err:
+        fail_once(str(err))
     except (ValueError, DatasetError) as err:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted before training started", EXIT_INTERRUPTED)
+    warn_if_oversubscribed(trainer, load)
     processes = f", {trainer.group.world_size} processes" if trainer.group.world_size > 1 else ""
     trainer.log(f"{config.method} on {trainer.split.name} ({len(trainer.train_idx)} train / "
                 f"{len(trainer.test_idx)} test), model {config.model}, T={config.T}, "
@@ -214,6 +244,17 @@ def run_train(args: argparse.Namespace) -> int:
     write_figures(trainer)
     distributed.shutdown()
     return 0
+
+
+def warn_if_oversubscribed(trainer, load) -> None:
+    """Warn once (rank 0) if a CPU run's torch threads exceed the cores that other processes
+    left free while the trainer set up (``load``, a cores.LoadMeter)."""
+    import torch
+
+    if trainer.device.type == "cpu" and trainer.group.is_main:
+        oversubscribed = load.oversubscribed(torch.get_num_threads())
+        if oversubscribed:
+            warn(oversubscribed)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -238,7 +279,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def write_figures(trainer) -> None:
-    """curves.png of the finished epochs and, for LIF-based methods, raster.png of one test sample."""
+    """curves.png of the finished epochs and, for LIF-based methods, raster.png of one test
+    sample; says which files the run wrote."""
     from .report import plot_curves, save_raster
     from .trainer import batches
 
@@ -248,11 +290,12 @@ def write_figures(trainer) -> None:
     plot_curves(trainer.history, out / "curves.png", f"{config.method}, {config.dataset}, T={config.T}")
     x, _ = next(batches(trainer.split.test, trainer.test_idx[:1], 1))
     raster = out / "raster.png"
+    written = f"wrote {trainer.checkpoint_path}, {out / 'metrics.json'}, {out / 'curves.png'}"
     if save_raster(trainer.net, trainer.method, trainer.encoder(x.to(trainer.device)), raster,
                    f"{config.method}: spikes of test sample {int(trainer.test_idx[0])}"):
-        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'}, {raster}")
+        print(f"{written}, {raster}")
     else:
-        print(f"wrote {out / 'metrics.json'}, {out / 'curves.png'} (no raster: {config.method} is not LIF-based)")
+        print(f"{written} (no raster: {config.method} is not LIF-based)")
 
 
 def benchmarks_root() -> Path | None:
@@ -268,7 +311,7 @@ def run_bench(extra: Sequence[str]) -> int:
     if root is None:
         fail("benchmarks/ not found (it ships with the source repository, not the installed package); "
              "run `spikeacc bench` from a checkout of spikeacc")
-    env = dict(os.environ)
+    env = {**os.environ, "SPIKEACC_BENCH_PROG": "spikeacc bench"}  # benchmarks.PROG: their help names us
     if (root / "src" / "spikeacc").is_dir():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"), env.get("PYTHONPATH")]))
     return subprocess.call([sys.executable, "-m", "benchmarks", *extra], cwd=root, env=env)

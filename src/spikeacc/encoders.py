@@ -6,11 +6,12 @@ in its own file and one ``ENCODERS`` line.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
 from .latency import encode_linear, encode_log
+from .typed_options import declared_types, read_options as read_declared
 
 
 class Encoder:
@@ -107,12 +108,17 @@ ENCODERS: dict[str, Callable[[int], Encoder]] = {
 }
 
 
-def get(name: str, T: int, **options) -> Encoder:
-    """The encoder ``name`` for T steps with keyword ``options`` (ValueError for an unknown
-    name or option)."""
+def read_options(name: str, options: Iterable[tuple[str, object]]) -> dict[str, object]:
+    """The keyword ``options`` of encoder ``name``, each value read as the type its
+    constructor declares (text included); ValueError for an unknown name or option, or a
+    value not of the option's type."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    try:
-        return ENCODERS[name](T, **options)
-    except TypeError as err:  # an option the encoder does not take
-        raise ValueError(f"encoder {name!r}: {err}") from None
+    return read_declared(declared_types(ENCODERS[name], skip=("T",)), options, f"encoder {name!r}")
+
+
+def get(name: str, T: int, **options) -> Encoder:
+    """The encoder ``name`` for T steps with keyword ``options`` (``read_options``; ValueError
+    for an unknown name, a bad option or a value out of its range)."""
+    read = read_options(name, options.items())
+    return ENCODERS[name](T, **read)

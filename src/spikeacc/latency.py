@@ -48,6 +48,9 @@ def encode_linear(x: torch.Tensor, T: int, x_silent: float | None = 0.0, roundin
     """Linear latency code: x [B, ...] in [0, 1] -> spikes [T, B, ...], t = round((1 - x)(T - 1))
     (or floor); pixels with x <= x_silent are silent (none with None)."""
     _check(x, T)
+    if x_silent is not None and not 0 <= x_silent < 1:  # 1 or more: every pixel silent
+        raise ValueError(f"linear latency coding needs 0 <= x_silent < 1 (pixels at or below it do not spike) "
+                         f"or None, got {x_silent}")
     times = _rounding(rounding)((1.0 - x) * (T - 1)).long()  # [B, ...]
     fires = torch.ones_like(x, dtype=torch.bool) if x_silent is None else x > x_silent
     return spike_train(times, fires, T, x.dtype)

@@ -26,8 +26,9 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
-from . import __version__, distributed, encoders, methods
-from .checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint
+from . import __version__, data, distributed, encoders, methods
+from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint,
+                         weight_differences)
 from . import graph
 from .data import DataSplit, dataset_options, load_dataset
 from .model_spec import build_network
@@ -35,6 +36,7 @@ from .model_spec import build_network
 EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
 # settings that may change between a run and its --resume
 RESUMABLE_CHANGES = ("epochs", "resume", "out", "device", "data_dir", "threads")
+RUN_SETTINGS = ("T", "compile")  # passed to the method by the run, so no --method-option
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,6 +45,10 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """The user pressed Ctrl-C; training stopped."""
+
+
+class ResumeRefused(ValueError):
+    """--resume refused for what the checkpoint holds: the same on every process of a run."""
 
 
 @dataclass
@@ -92,11 +98,29 @@ class TrainConfig:
             raise ValueError(f"lr gamma must be a positive finite number, got {self.lr_gamma}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise ValueError("--out is empty; give the run directory (or no --out: a new one under runs/)")
         if self.out is None:
             if self.resume:
                 raise ValueError("--resume needs --out, the run directory to continue")
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             self.out = f"runs/{self.method}-{self.dataset}-{stamp}".replace(":", "_")
+        self.read_options()
+
+    def read_options(self) -> None:
+        """Read the method, encoder and dataset options as the types their functions declare
+        (``spikeacc.typed_options``; text such as "off" included), in place."""
+        for key, _ in self.method_options:
+            if key in RUN_SETTINGS:
+                raise ValueError(f"--method-option {key}: {key} is a setting of the run, not a method "
+                                 f"option; give --{key}")
+        self.method_options = list(methods.read_options(self.method, self.method_options).items())
+        self.encoder_options = list(encoders.read_options(self.encoder_name(), self.encoder_options).items())
+        self.dataset_options = list(data.read_options(self.dataset, self.dataset_options).items())
+
+    def encoder_name(self) -> str:
+        """--encoder, or by default frames for event data and direct for the others."""
+        return self.encoder or ("frames" if "frames" in dataset_options(self.dataset) else "direct")
 
     def record(self) -> dict:
         """Plain-typed dict (JSON and checkpoint safe)."""
@@ -178,10 +202,6 @@ class Trainer:
         self.config, self.progress = config, progress
         self.log = log if self.group.is_main else (lambda message: None)
         self.out = Path(config.out)
-        if self.group.is_main:
-            removed = prepare_run_dir(self.out)
-            if removed:
-                self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
         torch.manual_seed(config.seed)
         self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
         self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
@@ -207,6 +227,10 @@ class Trainer:
             self._load_checkpoint()
         elif (self.out / CHECKPOINT).exists():
             self.log(f"note: starting afresh; {self.out / CHECKPOINT} will be overwritten (--resume continues it)")
+        if self.group.is_main:  # only now: a run refused before training leaves no new --out behind
+            removed = prepare_run_dir(self.out)
+            if removed:
+                self.log(f"removed {removed} temporary file(s) an interrupted run left in {self.out}")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -220,7 +244,7 @@ class Trainer:
         return options
 
     def _encoder_name(self, split: DataSplit) -> str:
-        name = self.config.encoder or ("frames" if split.frames else "direct")
+        name = self.config.encoder_name()
         if (name == "frames") != bool(split.frames):
             kind = f"event data with {split.frames} frames" if split.frames else "static images"
             raise ValueError(f"encoder {name!r} does not fit dataset {split.name!r} ({kind}); "
@@ -232,15 +256,21 @@ class Trainer:
 
     def _check_model_fits(self) -> None:
         """Run two test samples through the method: a shape mismatch between dataset and
-        model becomes a ValueError here rather than a traceback mid-training."""
+        model, or logits other than [batch, classes], becomes a ValueError here rather than
+        a traceback mid-training (or, for extra outputs, a run that trains them silently)."""
         x, _ = next(batches(self.split.test, self.test_idx[:2], 2))
         try:
             with torch.no_grad():
-                self.method.infer(self.net, self.encoder(x.to(self.device)))
+                logits = self.method.infer(self.net, self.encoder(x.to(self.device))).logits
         except (RuntimeError, TypeError, IndexError) as err:
             reason = str(err).strip().splitlines()[0]
             raise ValueError(f"model {self.config.model!r} does not fit {self.split.name!r} samples "
                              f"{list(self.split.sample_shape)}: {reason}") from err
+        expected = [len(x), self.split.n_classes]
+        if list(logits.shape) != expected:
+            raise ValueError(f"model {self.config.model!r} gives logits of shape {list(logits.shape)} for {len(x)} "
+                             f"samples; {self.split.name!r} has {self.split.n_classes} classes, so it must give "
+                             f"{expected} ([batch, classes])")
 
     def run(self) -> dict:
         """Train epochs len(history)+1 .. config.epochs; return the metrics dict."""
@@ -392,10 +422,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_path
         state = read_checkpoint(path, self.device)
-        self._check_same_config(state["config"], path)
-        if state["world_size"] != self.group.world_size:
-            raise ValueError(f"--resume: {path} was trained by {state['world_size']} process(es), this run has "
-                             f"{self.group.world_size}; resume with the same number (torchrun --nproc_per_node)")
+        self._check_resumable(state, path)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -411,6 +438,18 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         self.log(f"resuming {path} after epoch {len(self.history)}")
 
+    def _check_resumable(self, state: dict, path: Path) -> None:
+        """ResumeRefused unless the checkpoint ``state`` has this run's settings, process
+        count and network (the names and shapes of its weights)."""
+        self._check_same_config(state["config"], path)
+        if state["world_size"] != self.group.world_size:
+            raise ResumeRefused(f"--resume: {path} was trained by {state['world_size']} process(es), this run has "
+                                f"{self.group.world_size}; resume with the same number (torchrun --nproc_per_node)")
+        differences = weight_differences(self.net, state["model"])
+        if differences:
+            raise ResumeRefused(f"--resume: the weights in {path} do not fit this network ({'; '.join(differences)}); "
+                                "its code or settings changed since, or the checkpoint is not this run's")
+
     def _check_same_config(self, saved: dict, path: Path) -> None:
         now = self.config.record()
         # a setting added after the checkpoint was written ran at its default
@@ -418,8 +457,8 @@ class Trainer:
         changed = [f"{key}={saved[key]!r} -> {now[key]!r}" for key in now
                    if key not in RESUMABLE_CHANGES and saved[key] != now[key]]
         if changed:
-            raise ValueError(f"--resume: settings differ from {path} ({', '.join(changed)}); "
-                             "resume with the same settings or choose another --out")
+            raise ResumeRefused(f"--resume: settings differ from {path} ({', '.join(changed)}); "
+                                "resume with the same settings or choose another --out")
 
     def gather_samples(self) -> list[int]:
         """Training samples each rank has processed (a collective: every rank calls it)."""

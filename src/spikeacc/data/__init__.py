@@ -14,10 +14,10 @@ file and one ``DATASETS`` line.
 """
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Callable
+from typing import Callable, Iterable
 
+from ..typed_options import declared_types, read_options as read_declared
 from .base import DataSplit, DatasetError
 from .cifar10 import load_cifar10
 from .cifar10_dvs import load_cifar10_dvs
@@ -39,21 +39,30 @@ DATASETS: dict[str, Callable[..., DataSplit]] = {
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options) -> DataSplit:
     """Load dataset ``name`` with the loader's keyword ``options`` (ValueError if the name
-    or an option is unknown or bad, DatasetError if its files are bad)."""
-    known = dataset_options(name)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"dataset {name!r} has no option {', '.join(unknown)}; "
-                         f"its options: {', '.join(known) or 'none'}")
-    return DATASETS[name](data_dir, **options)
+    or an option is unknown or bad, DatasetError if its files are bad); ``options`` are
+    read by ``read_options``."""
+    read = read_options(name, options.items())
+    return DATASETS[name](data_dir, **read)
+
+
+def read_options(name: str, options: Iterable[tuple[str, object]]) -> dict[str, object]:
+    """The keyword ``options`` of dataset ``name``'s loader, each value read as the type the
+    loader declares (text included); ValueError for an unknown name or option, or a value
+    not of the option's type."""
+    return read_declared(_declared(name), options, f"dataset {name!r}")
 
 
 def dataset_options(name: str) -> list[str]:
     """The keyword options of dataset ``name``'s loader (``frames`` marks event data);
     ValueError if the name is unknown."""
+    return list(_declared(name))
+
+
+def _declared(name: str) -> dict[str, object]:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return [p for p in inspect.signature(DATASETS[name]).parameters if p != "data_dir"]
+    return declared_types(DATASETS[name], skip=("data_dir",))
 
 
-__all__ = ["DATASETS", "DataSplit", "DatasetError", "dataset_options", "load_dataset", "read_idx"]
+__all__ = ["DATASETS", "DataSplit", "DatasetError", "dataset_options", "load_dataset", "read_idx",
+           "read_options"]

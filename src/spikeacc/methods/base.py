@@ -149,8 +149,12 @@ class Method:
     def setup(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
               ) -> tuple[Program, Inputs, CallContext]:
         """The network's program (checked for this method), the input layout and the
-        call's context; ValueError for a network or batch this method cannot run."""
+        call's context; ValueError for a network or batch this method cannot run (one
+        without any neuron included: it would train as a plain network)."""
         program = graph.of(net)
+        if not program.sites:
+            raise ValueError(f"{self.name}: the network has no spiking neuron (no spikeacc.LIF module), so it "
+                             "would train as a plain network; add spikeacc.LIF after its layers")
         if not self.any_op:
             program.check_affine(self.name)
         rules.check(program, self.name, self.neuron_rule)

@@ -25,4 +25,5 @@ class BPTT(Method):
         return loss.detach(), per_step.detach().mean(0)
 
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:
+        self.setup(net, x)  # refuses a network BPTT cannot train
         return spiking_inference(net, x, self.T, "mean")

@@ -143,6 +143,8 @@ def _parameter(target: torch.Tensor, value: np.ndarray, what: str) -> None:
     value = np.asarray(value)
     if tuple(value.shape) != tuple(target.shape):
         raise ValueError(f"{what} has shape {list(value.shape)}, expected {list(target.shape)}")
+    if not np.isfinite(value).all():
+        raise ValueError(f"{what} holds {np.count_nonzero(~np.isfinite(value))} NaN or infinite value(s)")
     with torch.no_grad():
         target.copy_(torch.from_numpy(value.astype(np.float64)))
 
