@@ -90,6 +90,17 @@ def key_value(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def number(text: str) -> float:
+    """argparse type: a number (inf allowed), not NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("must be a number, got nan")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -120,16 +131,12 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(positive_int(part) for part in parts)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_train_arguments(train: argparse.ArgumentParser) -> None:
+    """The options of ``spikeacc train`` (``spikeacc sweep`` reads lists of them)."""
     from . import encoders, methods
     from .data import DATASETS
     from .models import MODELS
 
-    parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,export,bench}")
-    train = commands.add_parser("train", help="train one method on one dataset",
-                                formatter_class=DefaultsFormatter, description="Train a spiking network; writes metrics.json, curves.png, "
-                                            "raster.png and checkpoint.pt into --out.")
     train.add_argument("--method", default="saf-f", choices=methods.names(), help="training method")
     train.add_argument("--dataset", default="digits", choices=list(DATASETS), help="dataset")
     train.add_argument("--model", default="mlp", type=model_name,
@@ -138,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "with the sample shape and the number of classes)")
     train.add_argument("--hidden", type=int_list, default=(), metavar="N[,N...]",
                        help="hidden layer widths (mlp) or channels (conv nets); empty: the model's default")
+    train.add_argument("--tau", type=number, default=2.0,
+                       help="membrane time constant of the built-in models' LIF neurons (> 1; inf: IF neurons); "
+                            "the leak is 1 - 1/tau")
+    train.add_argument("--v-th", type=positive_float, default=1.0, help="firing threshold of the built-in models' "
+                                                                         "LIF neurons")
     train.add_argument("--T", type=positive_int, default=6, help="time steps")
     train.add_argument("--epochs", type=positive_int, default=5, help="epochs (in all, with --resume)")
     train.add_argument("--batch-size", type=positive_int, default=128, help="training and test batch size")
@@ -184,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="option of the dataset's loader, repeatable, e.g. bin_us=1000, channels=2 "
                             "(nmnist), split_by=time, downsample=4 (cifar10-dvs), max_time=1.0, "
                             "binary=true (shd); event data are binned into --T frames")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="spikeacc", description="Fast training of spiking neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sweep,export,bench}")
+    train = commands.add_parser("train", help="train one method on one dataset",
+                                formatter_class=DefaultsFormatter, description="Train a spiking network; writes metrics.json, curves.png, "
+                                            "raster.png and checkpoint.pt into --out.")
+    add_train_arguments(train)
     export = commands.add_parser("export", help="write a trained checkpoint in another format (NIR)",
                                  formatter_class=DefaultsFormatter,
                                  description="Write the LIF network of a checkpoint as a NIR graph "
@@ -200,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--allow-lossy", action="store_true",
                         help="write neurons whose reset or firing rule differs from NIR's (hard reset, fires on >) "
                              "anyway (the difference is recorded in the file's metadata)")
+    commands.add_parser("sweep", help="train over a grid of train options (lists like --T 2,4,8), seeds and "
+                                      "workers, resumable; spikeacc sweep --help lists its options")
     commands.add_parser("bench", help="run the benchmarks (python -m benchmarks) of a source checkout; "
                                       "all further arguments are passed on (spikeacc bench --help lists them)")
     return parser
@@ -259,12 +282,11 @@ def warn_if_oversubscribed(trainer, load) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        from .interop.nir import CONSUMERS, export_checkpoint
+        from .interop.nir import CONSUMERS
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            nir_graph = export_checkpoint(args.checkpoint, args.out, dt=args.dt, allow_lossy=args.allow_lossy,
-                                          target=args.target)
+            nir_graph = export_run(args.checkpoint, args.out, args.dt, args.allow_lossy, args.target)
     except (ImportError, ValueError) as err:
         fail(str(err))
     for warning in caught:
@@ -276,6 +298,24 @@ def run_export(args: argparse.Namespace) -> int:
         verdict = "reads it as written" if consumer_dt == dt or name == "norse" else f"would misread dt={dt}"
         print(f"  {name}: {how}; {verdict}" + (f" (pass dt={dt})" if name == "norse" else ""))
     return 0
+
+
+def export_run(checkpoint: str, out: str, dt: float | None, allow_lossy: bool, target: str | None):
+    """The network of a ``spikeacc train`` checkpoint written to ``out`` as a NIR graph;
+    ValueError for checkpoints of methods whose neurons are not the network's (asf, single-spike)."""
+    from .interop.nir import export, save
+    from .methods import LIF_METHODS
+    from .run_dir import load_run
+
+    run = load_run(checkpoint)
+    if not isinstance(run.method, LIF_METHODS):
+        raise ValueError(f"{checkpoint} was trained with method {run.config['method']!r}, which runs its own neurons "
+                         "at the LIF positions, not the network's; only checkpoints of the LIF-based methods "
+                         "(bptt, ottt, sr, saf) export to NIR")
+    nir_graph = export(run.net, dt=dt, allow_lossy=allow_lossy, target=target)
+    nir_graph.metadata["method"] = run.config["method"]
+    save(nir_graph, out)
+    return nir_graph
 
 
 def write_figures(trainer) -> None:
@@ -296,6 +336,15 @@ def write_figures(trainer) -> None:
         print(f"{written}, {raster}")
     else:
         print(f"{written} (no raster: {config.method} is not LIF-based)")
+
+
+def run_sweep(argv: Sequence[str]) -> int:
+    from .experiments.sweep import main as sweep
+
+    try:
+        return sweep(argv)
+    except ValueError as err:
+        fail(str(err))
 
 
 def benchmarks_root() -> Path | None:
@@ -321,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # everything after "bench" (--help included) goes to the benchmarks
         return run_bench(argv[1:])
+    if argv[:1] == ["sweep"]:  # lists of train options: its own parser (spikeacc.experiments)
+        return run_sweep(argv[1:])
     args = build_parser().parse_args(argv)
     return run_export(args) if args.command == "export" else run_train(args)
 

@@ -31,7 +31,9 @@ from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, p
                          weight_differences)
 from . import graph
 from .data import DataSplit, dataset_options, load_dataset
+from .methods.base import spiking_inference
 from .model_spec import build_network
+from .neurons import LIF
 
 EXPLOSION = 100.0  # a batch loss above this many times max(first batch's loss, 1) stops the run
 # settings that may change between a run and its --resume
@@ -59,6 +61,8 @@ class TrainConfig:
     dataset: str = "digits"
     model: str = "mlp"  # a name in models.MODELS, or "package.module:function"
     hidden: tuple[int, ...] = ()  # layer widths / channels; () = the model's default
+    tau: float = 2.0  # the built-in models' neurons: LIF(tau, v_th)
+    v_th: float = 1.0
     T: int = 6
     epochs: int = 5
     batch_size: int = 128
@@ -96,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"lr milestones must be increasing positive epochs, got {list(self.lr_milestones)}")
         if not (math.isfinite(self.lr_gamma) and self.lr_gamma > 0):
             raise ValueError(f"lr gamma must be a positive finite number, got {self.lr_gamma}")
+        if ":" in self.model and (self.tau, self.v_th) != (2.0, 1.0):
+            raise ValueError(f"--tau and --v-th set the built-in models' neurons; model {self.model} builds its own")
+        self.neuron()  # LIF's own checks: tau > 1, v_th > 0
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.out is not None and not str(self.out).strip():
@@ -118,9 +125,24 @@ class TrainConfig:
         self.encoder_options = list(encoders.read_options(self.encoder_name(), self.encoder_options).items())
         self.dataset_options = list(data.read_options(self.dataset, self.dataset_options).items())
 
+    def neuron(self) -> LIF:
+        """The built-in models' neuron, LIF(tau, v_th)."""
+        return LIF(tau=self.tau, v_th=self.v_th)
+
     def encoder_name(self) -> str:
         """--encoder, or by default frames for event data and direct for the others."""
         return self.encoder or ("frames" if "frames" in dataset_options(self.dataset) else "direct")
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TrainConfig":
+        """The config ``record()`` wrote (settings it did not know keep their defaults)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
+        for key in ("hidden", "lr_milestones"):
+            values[key] = tuple(values.get(key, ()))
+        for key in ("method_options", "encoder_options", "dataset_options"):
+            values[key] = list(dict(values.get(key, {})).items())
+        return cls(**values)
 
     def record(self) -> dict:
         """Plain-typed dict (JSON and checkpoint safe)."""
@@ -189,6 +211,45 @@ def adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=lr, fused=True if device.type in ("cpu", "cuda") else None)
 
 
+def load_data(config: TrainConfig) -> tuple[DataSplit, encoders.Encoder]:
+    """A run's dataset and the encoder that turns its samples into the method's input."""
+    split = load_dataset(config.dataset, config.data_dir, **_dataset_options(config))
+    return split, encoders.get(_encoder_name(config, split), config.T, **dict(config.encoder_options))
+
+
+def build_model(config: TrainConfig, sample_shape: tuple[int, ...], n_classes: int, device: torch.device
+                ) -> tuple[methods.Method, torch.nn.Module]:
+    """A run's method and network (on ``device``, float32, with the method's own parts such
+    as single-spike's trainable decays attached); ``load_run`` rebuilds a run the same way."""
+    method = methods.get(config.method, T=config.T, compile=config.compile, **dict(config.method_options))
+    neuron = config.neuron() if ":" not in config.model else None
+    net = build_network(config.model, sample_shape, n_classes, hidden=config.hidden,
+                        neuron=neuron).to(device, torch.float32)  # the data's dtype
+    if hasattr(method, "prepare"):  # e.g. single-spike's trainable decays join the net
+        method.prepare(net)
+    return method, net
+
+
+def _dataset_options(config: TrainConfig) -> dict[str, object]:
+    """--dataset-option values; event datasets are binned into T frames unless told otherwise."""
+    options = dict(config.dataset_options)
+    if "frames" in dataset_options(config.dataset):
+        options.setdefault("frames", config.T)
+    return options
+
+
+def _encoder_name(config: TrainConfig, split: DataSplit) -> str:
+    name = config.encoder_name()
+    if (name == "frames") != bool(split.frames):
+        kind = f"event data with {split.frames} frames" if split.frames else "static images"
+        raise ValueError(f"encoder {name!r} does not fit dataset {split.name!r} ({kind}); "
+                         f"use {'frames' if split.frames else 'direct or poisson'}")
+    if split.frames and split.frames != config.T:
+        raise ValueError(f"dataset {split.name!r} has {split.frames} frames per sample (frames option) "
+                         f"but T={config.T}; they must agree")
+    return name
+
+
 class Trainer:
     """One training run; ``run()`` trains the remaining epochs and returns the metrics."""
 
@@ -203,13 +264,8 @@ class Trainer:
         self.log = log if self.group.is_main else (lambda message: None)
         self.out = Path(config.out)
         torch.manual_seed(config.seed)
-        self.split = load_dataset(config.dataset, config.data_dir, **self._dataset_options())
-        self.encoder = encoders.get(self._encoder_name(self.split), config.T, **dict(config.encoder_options))
-        self.method = methods.get(config.method, T=config.T, compile=config.compile, **dict(config.method_options))
-        self.net = build_network(config.model, self.split.sample_shape, self.split.n_classes,
-                         hidden=config.hidden).to(self.device, torch.float32)  # the data's dtype
-        if hasattr(self.method, "prepare"):  # e.g. single-spike's trainable decays join the net
-            self.method.prepare(self.net)
+        self.split, self.encoder = load_data(config)
+        self.method, self.net = build_model(config, self.split.sample_shape, self.split.n_classes, self.device)
         distributed.attach(self.method, self.net, self.group)
         self.optimizer = adam(self.net.parameters(), config.lr, self.device)
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(  # a no-op without milestones
@@ -218,6 +274,7 @@ class Trainer:
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.history: list[dict] = []
+        self.deployed_test_acc: float | None = None  # once every epoch is trained
         self.first_loss: float | None = None  # of the run's first batch (the explosion guard's scale)
         self.position = (0, 0)  # (epoch, batch) being trained
         self.samples_trained = 0  # by this rank
@@ -235,24 +292,6 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
-
-    def _dataset_options(self) -> dict[str, object]:
-        """--dataset-option values; event datasets are binned into T frames unless told otherwise."""
-        options = dict(self.config.dataset_options)
-        if "frames" in dataset_options(self.config.dataset):
-            options.setdefault("frames", self.config.T)
-        return options
-
-    def _encoder_name(self, split: DataSplit) -> str:
-        name = self.config.encoder_name()
-        if (name == "frames") != bool(split.frames):
-            kind = f"event data with {split.frames} frames" if split.frames else "static images"
-            raise ValueError(f"encoder {name!r} does not fit dataset {split.name!r} ({kind}); "
-                             f"use {'frames' if split.frames else 'direct or poisson'}")
-        if split.frames and split.frames != self.config.T:
-            raise ValueError(f"dataset {split.name!r} has {split.frames} frames per sample (frames option) "
-                             f"but T={self.config.T}; they must agree")
-        return name
 
     def _check_model_fits(self) -> None:
         """Run two test samples through the method: a shape mismatch between dataset and
@@ -278,6 +317,7 @@ class Trainer:
             self.log(f"{self.checkpoint_path} already has {len(self.history)} epochs; nothing to train")
         try:
             self._train_remaining_epochs()
+            self.deployed_test_acc = self.deployed_accuracy()
         except TrainingDiverged as err:
             self._write_metrics(stopped=str(err))
             raise
@@ -286,6 +326,7 @@ class Trainer:
             message = f"interrupted at epoch {epoch}, batch {batch} ({self._last_good()})"
             self._write_metrics(stopped=message)
             raise TrainingInterrupted(message) from None
+        self.log(f"deployed as the LIF network (spiking_inference): test acc {self.deployed_test_acc:.2%}")
         return self._write_metrics()
 
     def _train_remaining_epochs(self) -> None:
@@ -359,25 +400,36 @@ class Trainer:
         return {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "epoch_time_s": time.perf_counter() - start}
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Test accuracy and mean spikes per sample of every neuron site (method.infer);
         each rank evaluates its shard of the test subset."""
-        self.net.eval()
-        n_sites = len(graph.of(self.net).sites)
-        totals = torch.zeros(1 + n_sites, dtype=torch.float64)  # correct, spikes per site
         start = time.perf_counter()
-        for x, y in batches(self.split.test, self.test_idx[self.group.shard(len(self.test_idx))],
-                            self.config.batch_size):
-            with self._autocast():
-                inference = self.method.infer(self.net, self.encoder(x.to(self.device)))
-            totals[0] += int((inference.logits.argmax(1).cpu() == y).sum())
-            totals[1:] += torch.tensor([float(counts.sum()) for counts in inference.spike_counts])
-        self._sync()
-        totals = self.group.all_reduce_sum(totals.to(self.device)).cpu()
+        totals = self._test(lambda x: self.method.infer(self.net, x))
         n = len(self.test_idx)
         return {"test_acc": float(totals[0]) / n, "spikes_per_sample": (totals[1:] / n).tolist(),
                 "eval_time_s": time.perf_counter() - start}
+
+    def deployed_accuracy(self) -> float:
+        """Test accuracy of the trained weights run as the LIF network they deploy to
+        (``spiking_inference``, the mean readout of o[t]: what a neuromorphic chip or a NIR
+        consumer computes), whatever neurons the method trained with."""
+        totals = self._test(lambda x: spiking_inference(self.net, x, self.config.T, "mean"))
+        return float(totals[0]) / len(self.test_idx)
+
+    @torch.no_grad()
+    def _test(self, infer: Callable[[torch.Tensor], methods.Inference]) -> torch.Tensor:
+        """[correct, spikes of each neuron site] over the test subset (each rank its shard, summed)."""
+        self.net.eval()
+        n_sites = len(graph.of(self.net).sites)
+        totals = torch.zeros(1 + n_sites, dtype=torch.float64)
+        for x, y in batches(self.split.test, self.test_idx[self.group.shard(len(self.test_idx))],
+                            self.config.batch_size):
+            with self._autocast():
+                inference = infer(self.encoder(x.to(self.device)))
+            totals[0] += int((inference.logits.argmax(1).cpu() == y).sum())
+            totals[1:] += torch.tensor([float(counts.sum()) for counts in inference.spike_counts])
+        self._sync()
+        return self.group.all_reduce_sum(totals.to(self.device)).cpu()
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 autocast with --amp (a no-op without)."""
@@ -483,6 +535,7 @@ class Trainer:
             "train_acc": [r["train_acc"] for r in hist],
             "test_acc": [r["test_acc"] for r in hist],
             "final_test_acc": hist[-1]["test_acc"] if hist else None,
+            "deployed_test_acc": self.deployed_test_acc,
             "first_loss": self.first_loss,
             "epoch_time_s": [r["epoch_time_s"] for r in hist],
             "eval_time_s": [r["eval_time_s"] for r in hist],

@@ -12,7 +12,7 @@ try:
 except ImportError as err:  # the optional extra
     raise ImportError("NIR export and import need the 'nir' package: pip install 'spikeacc[nir]'") from err
 
-from .export import CONSUMERS, export, export_checkpoint, save
+from .export import CONSUMERS, export, save
 from .load import NIRNetwork, load
 
-__all__ = ["CONSUMERS", "NIRNetwork", "export", "export_checkpoint", "load", "save"]
+__all__ = ["CONSUMERS", "NIRNetwork", "export", "load", "save"]

@@ -1,4 +1,4 @@
-"""spikeacc networks as NIR graphs (``export``, ``save``, ``export_checkpoint``).
+"""spikeacc networks as NIR graphs (``export``, ``save``).
 
 ``export(net)`` walks the network's traced graph (``spikeacc.graph``) and writes one NIR
 node per op; NIR shapes and dims count per sample (no batch dim):
@@ -42,11 +42,10 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ... import __version__, graph, methods
-from ...checkpoint import atomic_write, read_checkpoint
+from ...checkpoint import atomic_write
 from ...graph import OP, SITE, CallContext, Pass, Program
 from ...graph.ops import LinearOp, Sum, WeightedFn
 from ...graph.program import Node, Ref
-from ...model_spec import build_network
 from .neurons import lossy, neuron_node
 
 ArrayLike = np.ndarray | Sequence[int] | int
@@ -108,38 +107,6 @@ def save(nir_graph: nir.NIRGraph, path: str | Path) -> None:
         atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
     except OSError as err:
         raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float | None = None,
-                      allow_lossy: bool = False, target: str | None = None) -> nir.NIRGraph:
-    """Rebuild the network of a ``spikeacc train`` checkpoint, export it and write ``out``.
-    Refuses checkpoints of methods whose neurons are not spikeacc's LIF (asf, single-spike)."""
-    path = Path(checkpoint)
-    state = read_checkpoint(path, what="export")
-    config = state["config"]
-    _check_lif_method(config, path)
-    if "sample_shape" not in state:
-        raise ValueError(f"{path} does not record its sample shape (written by an older spikeacc); "
-                         "train it again to export it")
-    net = build_network(config["model"], state["sample_shape"], state["n_classes"], hidden=config["hidden"])
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: its weights do not fit model {config['model']!r} "
-                         f"({first_line(err)})") from None
-    nir_graph = export(net, dt=dt, allow_lossy=allow_lossy, target=target)
-    nir_graph.metadata["method"] = config["method"]
-    save(nir_graph, out)
-    return nir_graph
-
-
-def _check_lif_method(config: dict, path: Path) -> None:
-    name = config["method"]
-    method = methods.get(name, T=config["T"], **config.get("method_options", {}))
-    if not isinstance(method, methods.LIF_METHODS):
-        raise ValueError(f"{path} was trained with method {name!r}, which runs its own neurons at the "
-                         "LIF positions, not spikeacc's LIF; only checkpoints of the LIF-based methods "
-                         "(bptt, ottt, sr, saf) export to NIR")
 
 
 def _sample_shape(net: nn.Module, sample_shape: Sequence[int] | None) -> tuple[int, ...]:
