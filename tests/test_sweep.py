@@ -53,7 +53,7 @@ def test_a_killed_sweep_continues_where_it_stopped(tmp_path):
     second = sweep(out)
     output, _ = second.communicate(timeout=240)
     assert second.returncode == 0, output
-    rows = list(csv.DictReader(open(out / "trials.csv")))
+    rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert sorted((row["method"], row["T"]) for row in rows) == sorted(
         (m, t) for m in ("saf-f", "bptt") for t in ("2", "4"))  # none lost, none twice
     for run_dir, mtime in finished.items():  # finished before the kill: not trained again
@@ -74,7 +74,7 @@ def test_the_report_is_the_run_directories(tmp_path):
     assert in_process("sweep", "--method", "saf-f,bptt", "--tau", "2,3", "--T", "3", "--seeds", "2", "--epochs",
                       "2", "--limit-train", "300", "--limit-test", "120", "--hidden", "32", "--workers", "1",
                       "--out", str(out)) == 0
-    rows = list(csv.DictReader(open(out / "trials.csv")))
+    rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert len(rows) == 8 and {row["lam"] for row in rows} == {"0.5", str(1 - 1 / 3)}
     for row in rows:
         run = spikeacc.load_run(row["run_dir"])
@@ -84,7 +84,7 @@ def test_the_report_is_the_run_directories(tmp_path):
         assert float(row["deployed_acc"]) == pytest.approx(float((deployed == y).double().mean()), abs=1e-12)
         assert float(row["test_acc"]) == pytest.approx(float((own == y).double().mean()), abs=1e-12)
         assert float(row["gap"]) == pytest.approx(float(row["test_acc"]) - float(row["deployed_acc"]))
-    summary = list(csv.DictReader(open(out / "summary.csv")))
+    summary = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert len(summary) == 4 and all(row["seeds"] == "2" for row in summary)
     for record in summary:
         mine = [float(r["test_acc"]) for r in rows if (r["method"], r["tau"]) == (record["method"], record["tau"])]

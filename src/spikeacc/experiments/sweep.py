@@ -36,7 +36,7 @@ from .summary import finished_metrics, write_report
 STUDY = "spikeacc-sweep"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> RaisingParser:
     parser = RaisingParser(
         prog="spikeacc sweep", description="Train over a grid of spikeacc train options: give any train option a "
         "comma-separated list (--method bptt,saf-f --T 2,4,8 --tau 1.5,2,4; list values such as --hidden split "
