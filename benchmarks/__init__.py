@@ -23,5 +23,6 @@ MODULES = [
     "compiled",
     "peers",
     "nir_consumers",
+    "race",
     "gpu",
 ]
