@@ -70,3 +70,18 @@ def test_gpu_command_without_cuda_says_so_and_measures_nothing(capsys):
         pytest.skip("a GPU is present: python -m benchmarks gpu measures it")
     assert main(["gpu"]) == 0
     assert "no CUDA device: nothing measured" in capsys.readouterr().out
+
+
+def test_race_quick_times_every_contender_to_its_target(tmp_path):
+    """`python -m benchmarks race --quick`: spikeacc's methods and the installed peers train the
+    digits round-robin to 85%; every contender has a history and the ratios are written."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    cmd = [sys.executable, "-m", "benchmarks", "race", "--quick", "--threads", "1", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads((tmp_path / "race.json").read_text())
+    labels = {(r["library"], r["method"]) for r in payload["results"]}
+    assert {("spikeacc", m) for m in ("bptt", "saf-f", "saf-e", "ottt-a", "sr", "asf")} <= labels
+    assert all(r["history"] and r["history"][-1]["seconds"] > 0 for r in payload["results"])
+    assert all(t["measured"] > 0 and " / " in t["name"] for t in payload["targets"])
+    assert "| contender | seconds to target |" in (tmp_path / "race.md").read_text()

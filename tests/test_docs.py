@@ -6,8 +6,8 @@ blocks in one namespace, shell blocks line by line (``&&`` chains split, ``\\`` 
 joined). What a reader does once per machine is not re-run: installs (apt-get, venv, pip)
 and the test command, which is what runs this file. Small data: ``SPIKEACC_DATA`` and any
 ``--data-dir`` point at a directory of tiny datasets written in the real formats, every
-``spikeacc train`` gets ``--epochs 1`` (two with ``--resume``) and small ``--limit-train`` /
-``--limit-test`` after its own options, and a benchmark command runs ``--quick`` into the
+``spikeacc train`` and ``spikeacc sweep`` gets ``--epochs 1`` (two with ``--resume``) and small
+``--limit-train`` / ``--limit-test`` after its own options, and a benchmark command runs ``--quick`` into the
 page's directory (never ``--update-results``). Fences other than python, bash and text
 (output) are refused, so no block escapes.
 """
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 SETUP = ("apt-get", "sudo", "python3 -m venv", "pip install", "pip3 install", "-m pytest")
-SMALL_TRAIN = ["--limit-train", "96", "--limit-test", "48", "--threads", "1"]
+SMALL_TRAIN = ["--limit-train", "96", "--limit-test", "48", "--threads", "1"]  # a sweep's trials: one thread each
 BIN = Path(sys.executable).parent
 
 
@@ -80,7 +80,7 @@ def small(words: list[str], data_dir: Path, bench_dir: Path) -> list[str] | None
     words = [os.path.expanduser(w).replace(os.path.expanduser("~/data"), str(data_dir)) for w in words]
     program = words[0].removeprefix(".venv/bin/")
     words[0] = sys.executable if program == "python" else str(BIN / program) if (BIN / program).exists() else program
-    if "train" in words and any(w.endswith("spikeacc") for w in words):
+    if ("train" in words or "sweep" in words) and any(w.endswith("spikeacc") for w in words):
         words += ["--epochs", "2" if "--resume" in words else "1", *SMALL_TRAIN]
     if "bench" in words or "benchmarks" in words:
         words = [w for w in words if w != "--update-results"]
