@@ -24,5 +24,6 @@ MODULES = [
     "peers",
     "nir_consumers",
     "race",
+    "reviewers",
     "gpu",
 ]
