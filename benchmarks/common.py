@@ -159,11 +159,11 @@ class Target:
 
 
 def report(args: argparse.Namespace, name: str, payload: dict, title: str, how: str, table: str) -> int:
-    """Write <name>.json/.md (title, machine, how it was measured, the targets, the table)
+    """Write <name>.json/.md (title, machine, how it was measured, the targets if any, the table)
     to the output directory and print the verdicts; returns 0."""
+    targets = ["## Targets", "", *[f"- {t.line()}" for t in payload["targets"]], ""] if payload["targets"] else []
     text = "\n".join([f"# Benchmark: {title} ({'quick smoke run' if args.quick else 'full run'})", "",
-                      f"Machine: {machine_line(payload['machine'])}.", "", how, "",
-                      "## Targets", "", *[f"- {t.line()}" for t in payload["targets"]], "", table])
+                      f"Machine: {machine_line(payload['machine'])}.", "", how, "", *targets, table])
     json_path, md_path = write_results(output_dir(args), name, payload, text)
     for target in payload["targets"]:
         print(f"[{name}] {target.line()}")

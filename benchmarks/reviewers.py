@@ -17,13 +17,11 @@ T. ``--quick``: the digits, 2 methods x 2 T x 2 tau x 2 seeds, 2 epochs.
 """
 from __future__ import annotations
 
-import csv
-import math
 import shutil
 import statistics
 from pathlib import Path
 
-from spikeacc.experiments import sweep
+from spikeacc.experiments import summary, sweep
 
 from .common import base_parser, machine, markdown_table, output_dir, report, setup
 
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT:
         shutil.copy(sweep_dir / name, out / name)
-    rows = [dict(row) for row in csv.DictReader((sweep_dir / "trials.csv").read_text().splitlines())]
+    rows = summary.finished_trials(sweep_dir)
     tables = "\n\n".join([robustness(rows), against_baselines(rows), deployed_gap(rows),
                           "The per-configuration means and deviations: `reviewers/summary.md`; every trial: "
                           "`reviewers/trials.csv`; heat-maps `reviewers/heatmap_accuracy.png`, "
@@ -68,20 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     return report(args, NAME, payload, "what the SAF paper's reviewers asked", how, tables)
 
 
-def _float(row: dict, key: str) -> float:
-    return float(row[key])
-
-
-def _cells(rows: list[dict]) -> dict[tuple[str, int, float], list[dict]]:
-    """Trials per (method, T, lambda)."""
-    cells: dict = {}
-    for row in rows:
-        cells.setdefault((row["method"], int(row["T"]), round(_float(row, "lam"), 3)), []).append(row)
-    return cells
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _mean(rows: list[dict], measure: str) -> float:
+    return statistics.mean(row[measure] for row in rows)
 
 
 def robustness(rows: list[dict]) -> str:
@@ -90,40 +76,31 @@ def robustness(rows: list[dict]) -> str:
     lines = []
     for method in sorted({row["method"] for row in rows}):
         mine = [row for row in rows if row["method"] == method]
-        by_cell = [statistics.mean(_float(r, "test_acc") for r in cell) for key, cell in _cells(mine).items()]
-        lines.append((method, f"{100 * statistics.mean(_float(r, 'test_acc') for r in mine):.2f}",
-                      f"{100 * min(by_cell):.2f}", f"{100 * max(by_cell):.2f}",
-                      f"{100 * statistics.mean(_float(r, 'deployed_acc') for r in mine):.2f}",
-                      f"{statistics.mean(_float(r, 's_per_epoch') for r in mine):.2f}"))
+        by_cell = [record["test_acc_mean"] for record in summary.summarise(mine)]
+        lines.append((method, f"{100 * _mean(mine, 'test_acc'):.2f}", f"{100 * min(by_cell):.2f}",
+                      f"{100 * max(by_cell):.2f}", f"{100 * _mean(mine, 'deployed_acc'):.2f}",
+                      f"{_mean(mine, 's_per_epoch'):.2f}"))
     return "## Accuracy over the lambda x T grid\n\n" + markdown_table(
         ["method", "test acc, mean over the grid (%)", "worst cell", "best cell", "deployed acc (%)", "s / epoch"],
         lines)
 
 
 def against_baselines(rows: list[dict]) -> str:
-    """SAF-E and SAF-F minus OTTT-A and BPTT per (T, lambda) cell: the mean difference over the
-    cells, how many cells differ by more than twice the standard error, and in which direction."""
-    cells = _cells(rows)
+    """SAF-E and SAF-F minus OTTT-A and BPTT per (T, lambda) cell (``summary.compare``): the
+    mean difference over the cells, how many cells differ by more than twice the standard
+    error, and in which direction."""
+    cells = summary.summarise(rows)
     lines = []
     for method, baselines in BASELINES.items():
         for baseline in baselines:
-            differences, above, below, cells_seen = [], 0, 0, 0
-            for (name, T, lam), mine in cells.items():
-                theirs = cells.get((baseline, T, lam))
-                if name != method or not theirs:
-                    continue
-                cells_seen += 1
-                (mean_a, std_a), (mean_b, std_b) = (_mean_std([_float(r, "test_acc") for r in group])
-                                                    for group in (mine, theirs))
-                difference = mean_a - mean_b
-                error = math.sqrt(std_a ** 2 / len(mine) + std_b ** 2 / len(theirs))
-                differences.append(difference)
-                above += difference > 2 * error
-                below += difference < -2 * error
-            if cells_seen:
-                lines.append((f"{method} − {baseline}", cells_seen, f"{100 * statistics.mean(differences):+.2f}",
-                              f"{100 * min(differences):+.2f} … {100 * max(differences):+.2f}", above, below,
-                              cells_seen - above - below))
+            comparison = summary.compare(cells, method, baseline)
+            if not comparison:
+                continue
+            differences = [100 * pair["difference"] for pair in comparison]
+            verdicts = [pair["verdict"] for pair in comparison]
+            lines.append((f"{method} − {baseline}", len(comparison), f"{statistics.mean(differences):+.2f}",
+                          f"{min(differences):+.2f} … {max(differences):+.2f}", verdicts.count("higher"),
+                          verdicts.count("lower"), verdicts.count("noise")))
     return ("## SAF against OTTT-A and BPTT, cell by cell\n\nA cell's difference counts as real where it exceeds "
             "twice its standard error over the seeds.\n\n" + markdown_table(
                 ["difference in test accuracy", "cells", "mean (points)", "range (points)", "higher (real)",
@@ -132,12 +109,12 @@ def against_baselines(rows: list[dict]) -> str:
 
 def deployed_gap(rows: list[dict]) -> str:
     """Test minus deployed accuracy per method and T (mean over lambda and seeds)."""
-    steps = sorted({int(row["T"]) for row in rows})
+    steps = sorted({row["T"] for row in rows})
     lines = []
     for method in sorted({row["method"] for row in rows}):
         cells = []
         for T in steps:
-            gaps = [_float(r, "gap") for r in rows if r["method"] == method and int(r["T"]) == T]
+            gaps = [r["gap"] for r in rows if r["method"] == method and r["T"] == T]
             cells.append(f"{100 * statistics.mean(gaps):+.2f}" if gaps else "—")
         lines.append((method, *cells))
     return ("## The deployed gap: test accuracy minus the deployed LIF network's (points), per T\n\n" +

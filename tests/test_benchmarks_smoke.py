@@ -87,15 +87,18 @@ def test_race_quick_times_every_contender_to_its_target(tmp_path):
     assert "| contender | seconds to target |" in (tmp_path / "race.md").read_text()
 
 
+
 def test_reviewers_counts_a_difference_as_real_only_beyond_twice_its_standard_error():
     from benchmarks import reviewers
 
     def trial(method, T, accuracy):
-        return {"method": method, "T": str(T), "lam": "0.5", "test_acc": str(accuracy), "gap": "0.0",
-                "deployed_acc": str(accuracy), "s_per_epoch": "1.0"}
+        return {"method": method, "T": T, "tau": 2.0, "lam": 0.5, "test_acc": accuracy, "gap": 0.0,
+                "deployed_acc": accuracy, "s_per_epoch": 1.0, "peak_mem_mib": 1.0, "spikes_per_sample": 1.0}
 
     rows = ([trial("saf-e", 2, a) for a in (0.90, 0.91, 0.92)] + [trial("ottt-a", 2, a) for a in (0.80, 0.81, 0.82)]
             + [trial("saf-e", 4, a) for a in (0.80, 0.85, 0.90)] + [trial("ottt-a", 4, a) for a in (0.82, 0.84, 0.86)])
+    for seed, row in enumerate(rows):
+        row["seed"] = seed % 3
     table = reviewers.against_baselines(rows)
     # T=2: +10 points with SE 0.8 -> real; T=4: +1 point with SE 3.2 -> noise; no BPTT trials, no BPTT row
     assert "| saf-e − ottt-a | 2 | +5.50 | +1.00 … +10.00 | 1 | 0 | 1 |" in table

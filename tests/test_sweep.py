@@ -127,3 +127,25 @@ def test_load_run_gives_back_the_trained_network(tmp_path):
     assert float((deployed == y).double().mean()) == pytest.approx(metrics["deployed_test_acc"], abs=1e-12)
     with pytest.raises(ValueError, match="no checkpoint at"):
         spikeacc.load_run(tmp_path / "missing")
+
+
+def test_compare_pairs_equal_settings_and_tells_a_difference_from_seed_noise():
+    from spikeacc.experiments.summary import compare, summarise
+
+    def trial(method, T, seed, accuracy):
+        return {"method": method, "T": T, "tau": 2.0, "lam": 0.5, "seed": seed, "test_acc": accuracy,
+                "deployed_acc": accuracy, "gap": 0.0, "s_per_epoch": 1.0, "peak_mem_mib": 1.0,
+                "spikes_per_sample": 1.0}
+
+    accuracies = {("saf-e", 2): (0.90, 0.92), ("bptt", 2): (0.80, 0.82),   # +10 points, SE 1: higher
+                  ("saf-e", 4): (0.80, 0.90), ("bptt", 4): (0.84, 0.86),   # +0 points: noise
+                  ("saf-e", 8): (0.70, 0.71)}                              # no BPTT at T=8: not paired
+    rows = [trial(method, T, seed, a) for (method, T), pair in accuracies.items() for seed, a in enumerate(pair)]
+    comparison = {pair["T"]: pair for pair in compare(summarise(rows), "saf-e", "bptt")}
+    assert set(comparison) == {2, 4}
+    assert comparison[2]["difference"] == pytest.approx(0.10)
+    assert comparison[2]["standard_error"] == pytest.approx(0.02 ** 0.5 / 10)   # both stds 0.0141, 2 seeds
+    assert [comparison[T]["verdict"] for T in (2, 4)] == ["higher", "noise"]
+    assert compare(summarise(rows), "bptt", "saf-e")[0]["verdict"] == "lower"
+    with pytest.raises(ValueError, match="at least two seeds"):
+        compare(summarise([r for r in rows if r["seed"] == 0]), "saf-e", "bptt")

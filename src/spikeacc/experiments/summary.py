@@ -82,6 +82,31 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def compare(summary: list[dict], method: str, baseline: str, measure: str = "test_acc") -> list[dict]:
+    """``method`` minus ``baseline`` in every configuration both trained (all other settings
+    equal): the settings, ``difference`` (of the means over seeds), ``standard_error``
+    (sqrt(s_a^2 / n_a + s_b^2 / n_b), the sample stds over seeds) and ``verdict``: 'higher' or
+    'lower' where the difference exceeds twice its standard error, else 'noise'."""
+    def settings(record: dict) -> tuple:
+        return tuple((key, str(value)) for key, value in record.items()
+                     if key not in ("method", "seeds") and not key.endswith(("_mean", "_std")))
+
+    theirs = {settings(record): record for record in summary if record["method"] == baseline}
+    pairs = [(mine, theirs[settings(mine)]) for mine in summary
+             if mine["method"] == method and settings(mine) in theirs]
+    if any(record["seeds"] < 2 for pair in pairs for record in pair):
+        raise ValueError(f"{method} against {baseline}: a difference is told from seed noise only with at least "
+                         "two seeds per configuration (spikeacc sweep --seeds 2 or more)")
+    comparison = []
+    for mine, other in pairs:
+        difference = mine[f"{measure}_mean"] - other[f"{measure}_mean"]
+        error = math.sqrt(mine[f"{measure}_std"] ** 2 / mine["seeds"] + other[f"{measure}_std"] ** 2 / other["seeds"])
+        verdict = "higher" if difference > 2 * error else "lower" if difference < -2 * error else "noise"
+        comparison.append({**{key: mine[key] for key, _ in settings(mine)}, "difference": difference, "standard_error": error,
+                           "verdict": verdict})
+    return comparison
+
+
 def write_report(out: Path) -> list[Path]:
     """Write the report files (module docstring) into ``out``; the paths written."""
     rows = finished_trials(out)
