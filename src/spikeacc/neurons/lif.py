@@ -531,7 +531,11 @@ def _recompute(h_saved: torch.Tensor, current: torch.Tensor, start: int, stop: i
 def lif_window(current: torch.Tensor, steps: int, dyn: Dynamics, compiled: bool = False) -> torch.Tensor:
     """``neuron_steps`` (same spikes, bit for bit; gradients to rounding, tests/test_lif.py)
     at a fraction of its memory, for fixed settings: current [T, B, ...] or [1, B, ...] (the
-    same at every one of ``steps``) -> spikes [T, B, ...]. ``compiled``: under torch.compile."""
+    same at every one of ``steps``) -> spikes [T, B, ...]. ``compiled``: ``_Window`` under
+    torch.compile; otherwise the C kernels (``kernels.cpu``) where ``kernels.native`` says
+    so, else ``_Window``'s PyTorch loops."""
+    if not compiled and kernels.native(current):
+        return kernels.cpu.lif_window(current, steps, dyn)
     save = torch.is_grad_enabled() and current.requires_grad  # the membranes only for a backward
     return _Window.apply(current, steps, dyn, save, compiled)
 

@@ -1,0 +1,305 @@
+/* The neurons' time loops for CPU tensors, in one pass over memory (spikeacc/kernels/cpu.py
+ * builds this file on first use and calls it through ctypes).
+ *
+ * Every function exists for float (suffix _f32) and double (_f64). Each task owns a chunk
+ * of CHUNK neurons and runs all steps over it: the chunk's state stays in cache while each
+ * step streams one row of the chunk. The arithmetic is that of the PyTorch reference,
+ * operation by operation (Python numbers rounded to the tensor's type first, no fused
+ * multiply-add: built with -ffp-contract=off), so forward values are the same bit for bit;
+ * the backward's sigmoid uses exp_f32/exp_f64 below (within 2 ulp), so gradients agree to
+ * rounding. Settings are loop-invariant selects or constants of always-inlined loops, so
+ * that every inner loop vectorises (check with -fopt-info-vec).
+ *
+ * LIF (spikeacc/neurons/lif.py, module docstring; the backward is _Window's):
+ *     h[t] = lam V[t-1] + rest + g I[t] - V_th s[t-1] ["subtract_late"]
+ *     s[t] = H(h[t] - V_th) (h > V_th with strict),   V[t] = reset(h[t], s[t])
+ * SAF (spikeacc/methods/saf.py):
+ *     U[t] = c[t] u,  s[t] = H(g U[t] - k A[t-1] - V_th),  A_j[t] = lam_j A_j[t-1] + s[t]
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 1024               /* neurons per task */
+#define SCRATCH_BYTES (1 << 18)  /* per-thread scratch of the LIF backward (h of a segment, checkpoints) */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+enum reset_kind { RESET_SUBTRACT = 0, RESET_SUBTRACT_LATE = 1, RESET_HARD = 2, RESET_NONE = 3 };
+enum surrogate_kind { SG_SIGMOID = 0, SG_ATAN = 1, SG_FAST_SIGMOID = 2, SG_RECT = 3 };
+
+/* H(h - V_th): h >= V_th, or h > V_th with strict (bitwise, so that loops vectorise). */
+#define FIRES(h, v_th, strict) (((h) > (v_th)) | (!(strict) & ((h) == (v_th))))
+/* reverse_step's cases: one loop per surrogate and reset term, each with constant settings. */
+#define REVERSE_CASE(SUFFIX, SURROGATE, TERM)                                                      \
+    case SURROGATE * 4 + TERM: reverse_loop_##SUFFIX(p, grad_spike, h, grad_next, n, SURROGATE, TERM); break;
+#define REVERSE_CASES(SUFFIX, SURROGATE)                                                           \
+    REVERSE_CASE(SUFFIX, SURROGATE, RESET_SUBTRACT) REVERSE_CASE(SUFFIX, SURROGATE, RESET_SUBTRACT_LATE) \
+    REVERSE_CASE(SUFFIX, SURROGATE, RESET_HARD) REVERSE_CASE(SUFFIX, SURROGATE, RESET_NONE)
+
+/* The constants of one LIF population as Python numbers (double); the flags say which
+ * terms the reference skips (an exact no-op there, skipped here alike). */
+typedef struct {
+    double lam, gain, rest, v_th, v_reset, alpha;
+    int32_t reset, surrogate, strict, detach_reset, lam_is_one, gain_is_one, rest_is_zero;
+} lif_params;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* exp(x) without libm, so that loops over it vectorise: x = k ln2 + r, |r| <= ln2/2
+ * (Cody-Waite), exp(r) by its Taylor series (degree 7 for float, 13 for double), 2^k
+ * written into the exponent bits (k read from the low bits of x/ln2 + 1.5 2^p). */
+ALWAYS_INLINE float exp_f32(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float magic = 12582912.0f;  /* 1.5 * 2^23 */
+    float shifted = x * 1.44269504088896341f + magic;
+    float k = shifted - magic;
+    float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f; p = p * r + 1.0f / 120.0f; p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f; p = p * r + 0.5f; p = p * r + 1.0f; p = p * r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (int32_t)((uint32_t)(bits + 127) << 23);
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+ALWAYS_INLINE double exp_f64(double x) {
+    x = x < -708.0 ? -708.0 : x;
+    x = x > 709.0 ? 709.0 : x;
+    const double magic = 6755399441055744.0;  /* 1.5 * 2^52 */
+    double shifted = x * 1.4426950408889634074 + magic;
+    double k = shifted - magic;
+    double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0; p = p * r + 1.0 / 39916800.0; p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0; p = p * r + 1.0 / 40320.0; p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0; p = p * r + 1.0 / 120.0; p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0; p = p * r + 0.5; p = p * r + 1.0; p = p * r + 1.0;
+    int64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (int64_t)((uint64_t)(bits + 1023) << 52);
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* One source, two types: REAL is float or double, SUFFIX names the functions. */
+#define DEFINE_KERNELS(REAL, SUFFIX, EXP)                                                          \
+                                                                                                   \
+/* sigma'(x), x = h - V_th: surrogate.py's closed forms (alpha a Python number); `kind` is a    \
+ * constant wherever this is inlined. */                                                           \
+ALWAYS_INLINE REAL derivative_##SUFFIX(REAL x, const int kind, const double alpha) {               \
+    const REAL magnitude = x < 0 ? -x : x;                                                         \
+    if (kind == SG_SIGMOID) {                                                                      \
+        const REAL sig = (REAL)1 / ((REAL)1 + EXP(-(x * (REAL)alpha)));                            \
+        return sig * ((REAL)1 - sig) * (REAL)alpha;                                                \
+    }                                                                                              \
+    if (kind == SG_ATAN) {                                                                         \
+        const REAL scaled = x * (REAL)(0.5 * 3.14159265358979323846 * alpha);                      \
+        return (REAL)1 / (scaled * scaled + (REAL)1) * (REAL)(0.5 * alpha);                        \
+    }                                                                                              \
+    if (kind == SG_FAST_SIGMOID) {                                                                 \
+        const REAL denominator = magnitude * (REAL)alpha + (REAL)1;                                \
+        return (REAL)1 / (denominator * denominator);                                              \
+    }                                                                                              \
+    return (REAL)(magnitude < (REAL)(0.5 / alpha)) * (REAL)alpha;                                  \
+}                                                                                                  \
+                                                                                                   \
+/* h[t] of n neurons from V[t-1] (v), s[t-1] (spike) and I[t]: the reference's operations. */      \
+static void charge_##SUFFIX(const lif_params *p, REAL *restrict h, const REAL *restrict v,          \
+                            const REAL *restrict spike, const REAL *restrict current, int64_t n) { \
+    const REAL lam = (REAL)p->lam, rest = (REAL)p->rest, gain = (REAL)p->gain, v_th = (REAL)p->v_th; \
+    const int leak = !p->lam_is_one, add_rest = !p->rest_is_zero, scale = !p->gain_is_one;         \
+    const int late = p->reset == RESET_SUBTRACT_LATE;                                              \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        REAL value = leak ? v[i] * lam : v[i];                                                     \
+        value = add_rest ? value + rest : value;                                                   \
+        value = value + (scale ? current[i] * gain : current[i]);                                  \
+        h[i] = late ? value - spike[i] * v_th : value;                                             \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* s[t] = H(h - V_th) and V[t] = reset(h, s) of n neurons. */                                      \
+static void fire_and_reset_##SUFFIX(const lif_params *p, const REAL *restrict h,                   \
+                                    REAL *restrict spike, REAL *restrict v, int64_t n) {           \
+    const REAL v_th = (REAL)p->v_th, v_reset = (REAL)p->v_reset;                                   \
+    const int strict = p->strict, reset = p->reset;                                                \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        const REAL s = FIRES(h[i], v_th, strict) ? (REAL)1 : (REAL)0;                              \
+        spike[i] = s;                                                                              \
+        v[i] = reset == RESET_SUBTRACT ? h[i] - s * v_th                                           \
+             : (reset == RESET_HARD && s > 0 ? v_reset : h[i]);                                    \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* V and s of n neurons at rest. */                                                                \
+static void rest_##SUFFIX(const lif_params *p, REAL *v, REAL *spike, int64_t n) {                  \
+    const REAL v_init = p->reset == RESET_HARD ? (REAL)p->v_reset : (REAL)0;                       \
+    for (int64_t i = 0; i < n; i++) { v[i] = v_init; spike[i] = 0; }                               \
+}                                                                                                  \
+                                                                                                   \
+/* The LIF window forward: current [S, N] (S = 1: the same current at every step) -> spikes      \
+ * [T, N]. */                                                                                      \
+void lif_forward_##SUFFIX(const lif_params *p, const REAL *current, int64_t current_steps,        \
+                          REAL *spikes, int64_t T, int64_t N, int threads) {                       \
+    const int64_t stride = current_steps == 1 ? 0 : N;                                             \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t first = 0; first < N; first += CHUNK) {                                           \
+        const int64_t n = min64(CHUNK, N - first);                                                 \
+        REAL v[CHUNK], h[CHUNK], silent[CHUNK];                                                    \
+        REAL *spike = spikes + first;                                                              \
+        rest_##SUFFIX(p, v, silent, n);                                                            \
+        for (int64_t t = 0; t < T; t++, spike += N) {  /* s[t-1] is the row above */               \
+            charge_##SUFFIX(p, h, v, t ? spike - N : silent, current + t * stride + first, n);     \
+            fire_and_reset_##SUFFIX(p, h, spike, v, n);                                            \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* gh[t] into grad_next from g_s[t], h[t] and gh[t+1] (0 at t = T - 1) of n neurons (lif.py       \
+ * reverse_step): `surrogate` and `term` (the reset's gradient path: RESET_NONE when detached)   \
+ * are constants wherever this is inlined. */                                                      \
+ALWAYS_INLINE void reverse_loop_##SUFFIX(const lif_params *p, const REAL *restrict grad_spike,     \
+                                         const REAL *restrict h, REAL *restrict grad_next,         \
+                                         int64_t n, const int surrogate, const int term) {         \
+    const REAL lam = (REAL)p->lam, v_th = (REAL)p->v_th, v_reset = (REAL)p->v_reset;               \
+    const REAL subtract = (REAL)(-p->lam * p->v_th), late = (REAL)(-p->v_th);                      \
+    const int hard = p->reset == RESET_HARD, strict = p->strict;                                   \
+    const double alpha = p->alpha;                                                                 \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        const REAL g_next = grad_next[i], h_i = h[i];                                              \
+        REAL g_s = grad_spike[i];                                                                  \
+        if (term == RESET_SUBTRACT) g_s = g_next * subtract + g_s;                                 \
+        if (term == RESET_HARD) g_s = (v_reset - h_i) * g_next * lam + g_s;                        \
+        if (term == RESET_SUBTRACT_LATE) g_s = g_next * late + g_s;                                \
+        const REAL g_h = derivative_##SUFFIX(h_i - v_th, surrogate, alpha) * g_s;                  \
+        const int silenced = hard & FIRES(h_i, v_th, strict);  /* dV/dh = 1 - s for a hard reset */ \
+        grad_next[i] = g_h + lam * (silenced ? (REAL)0 : g_next);                                  \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+static void reverse_step_##SUFFIX(const lif_params *p, const REAL *restrict grad_spike,            \
+                                  const REAL *restrict h, REAL *restrict grad_next, int64_t n) {   \
+    const int term = p->detach_reset ? RESET_NONE : p->reset;                                      \
+    switch (p->surrogate * 4 + term) {                                                             \
+        REVERSE_CASES(SUFFIX, SG_SIGMOID) REVERSE_CASES(SUFFIX, SG_ATAN)                           \
+        REVERSE_CASES(SUFFIX, SG_FAST_SIGMOID) REVERSE_CASES(SUFFIX, SG_RECT)                      \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* The backward of neurons [first, first + n), with the membranes recomputed from the current    \
+ * (rows `stride` apart: 0 or N): a first pass keeps V and s at the start of every segment of    \
+ * `segment` steps; then, from the last segment back, each segment's h is recomputed into        \
+ * scratch and walked in reverse. grad_current: [1, N] (the sum over t, stride 0) or [T, N]. */  \
+static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t stride,  \
+                                        const REAL *grad_spikes, REAL *grad_current, int64_t T,    \
+                                        int64_t N, int64_t first, int64_t n, REAL *scratch,        \
+                                        int64_t segment) {                                         \
+    REAL grad_next[CHUNK], total[CHUNK], v[CHUNK], spike[CHUNK];                                   \
+    REAL *checkpoints = scratch + segment * n;  /* V, s at each segment's start */                 \
+    for (int64_t i = 0; i < n; i++) { grad_next[i] = 0; total[i] = 0; }                            \
+    rest_##SUFFIX(p, v, spike, n);                                                                 \
+    for (int64_t t = 0; t < T; t++) {                                                              \
+        if (t % segment == 0) {                                                                    \
+            memcpy(checkpoints + (t / segment) * 2 * n, v, (size_t)n * sizeof(REAL));              \
+            memcpy(checkpoints + (t / segment) * 2 * n + n, spike, (size_t)n * sizeof(REAL));      \
+        }                                                                                          \
+        charge_##SUFFIX(p, scratch, v, spike, current + t * stride + first, n);                    \
+        fire_and_reset_##SUFFIX(p, scratch, spike, v, n);                                          \
+    }                                                                                              \
+    for (int64_t start = ((T - 1) / segment) * segment; start >= 0; start -= segment) {            \
+        const int64_t stop = min64(start + segment, T);                                            \
+        memcpy(v, checkpoints + (start / segment) * 2 * n, (size_t)n * sizeof(REAL));              \
+        memcpy(spike, checkpoints + (start / segment) * 2 * n + n, (size_t)n * sizeof(REAL));      \
+        for (int64_t t = start; t < stop; t++) {                                                   \
+            REAL *h_t = scratch + (t - start) * n;                                                 \
+            charge_##SUFFIX(p, h_t, v, spike, current + t * stride + first, n);                    \
+            fire_and_reset_##SUFFIX(p, h_t, spike, v, n);                                          \
+        }                                                                                          \
+        for (int64_t t = stop - 1; t >= start; t--) {                                              \
+            reverse_step_##SUFFIX(p, grad_spikes + t * N + first, scratch + (t - start) * n, grad_next, n); \
+            if (stride) memcpy(grad_current + t * N + first, grad_next, (size_t)n * sizeof(REAL)); \
+            else for (int64_t i = 0; i < n; i++) total[i] = total[i] + grad_next[i];               \
+        }                                                                                          \
+    }                                                                                              \
+    if (!stride) memcpy(grad_current + first, total, (size_t)n * sizeof(REAL));                    \
+}                                                                                                  \
+                                                                                                   \
+/* The LIF window backward from its current [S, N] (S = 1: shared by all T steps): dL/dI, [T, N] \
+ * or for a shared current its sum over t, [1, N]; the gain g is applied by the caller. Returns \
+ * nonzero if the scratch memory could not be allocated. */                                        \
+int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t current_steps,        \
+                          const REAL *grad_spikes, REAL *grad_current, int64_t T, int64_t N,       \
+                          int threads) {                                                           \
+    const int64_t stride = current_steps == 1 ? 0 : N;                                             \
+    int64_t segment = 1;                                                                           \
+    while (segment * segment < T) segment++;  /* ~sqrt(T) steps between checkpoints */             \
+    const int64_t rows = segment + 2 * ((T + segment - 1) / segment);  /* h of a segment, V and s */ \
+    int64_t chunk = CHUNK;                                                                         \
+    while (chunk > 64 && rows * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) chunk /= 2;         \
+    int failed = 0;                                                                                \
+    _Pragma("omp parallel num_threads(threads)")                                                   \
+    {                                                                                              \
+        REAL *scratch = malloc((size_t)(rows * chunk) * sizeof(REAL));                             \
+        if (!scratch) {                                                                            \
+            _Pragma("omp atomic write")                                                            \
+            failed = 1;                                                                            \
+        }                                                                                          \
+        _Pragma("omp for schedule(static)")                                                        \
+        for (int64_t first = 0; first < N; first += chunk)                                         \
+            if (scratch)                                                                           \
+                lif_chunk_backward_##SUFFIX(p, current, stride, grad_spikes, grad_current, T, N, first, \
+                                            min64(chunk, N - first), scratch, segment);            \
+        free(scratch);                                                                             \
+    }                                                                                              \
+    return failed;                                                                                 \
+}                                                                                                  \
+                                                                                                   \
+/* One SAF step of n neurons into spike: s = H(g U - k A_own - V_th), U = scale u; `first`:     \
+ * no A yet (the reference fires on g U alone). Constants wherever this is inlined. */             \
+ALWAYS_INLINE void saf_fire_##SUFFIX(const REAL *restrict u, REAL scale, const REAL *restrict own, \
+                                     REAL *restrict spike, REAL g, int gain_is_one, REAL k,        \
+                                     REAL v_th, int strict, int64_t n, const int first) {          \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        REAL value = scale * u[i];                                                                 \
+        value = gain_is_one ? value : g * value;                                                   \
+        if (!first) value = value - k * own[i];                                                    \
+        spike[i] = FIRES(value, v_th, strict) ? (REAL)1 : (REAL)0;                                 \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* SAF steps of N neurons from the sums A_j (row j of acc_in, one row of N per leak; acc_in     \
+ * NULL: none yet, the first step) into acc_out (which may be acc_in): for each of `steps`       \
+ * steps, U = scales[t] u (u: the unit value of a static input's current, or one step's U with  \
+ * scale 1), s = H(g U - k A_own - V_th), A_j = lam_j A_j + s; counts (NULL: none) gains s. */   \
+void saf_steps_##SUFFIX(const REAL *u, const double *scales, int64_t steps, const double *leak,   \
+                        int64_t leaks, int64_t own, const REAL *acc_in, REAL *acc_out, double gain, \
+                        int gain_is_one, double k, double v_th, int strict, REAL *counts, int64_t N, \
+                        int threads) {                                                             \
+    const REAL g = (REAL)gain, reset = (REAL)k, threshold = (REAL)v_th;                            \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t first = 0; first < N; first += CHUNK) {                                           \
+        const int64_t n = min64(CHUNK, N - first);                                                 \
+        REAL spike[CHUNK];                                                                         \
+        for (int64_t t = 0; t < steps; t++) {                                                      \
+            const REAL *acc = t == 0 ? acc_in : acc_out;                                           \
+            if (acc) saf_fire_##SUFFIX(u + first, (REAL)scales[t], acc + own * N + first, spike, g, \
+                                       gain_is_one, reset, threshold, strict, n, 0);               \
+            else saf_fire_##SUFFIX(u + first, (REAL)scales[t], NULL, spike, g, gain_is_one, reset, \
+                                   threshold, strict, n, 1);                                       \
+            for (int64_t j = 0; j < leaks; j++) {                                                  \
+                REAL *out = acc_out + j * N + first;  /* may be acc's row: read before written */ \
+                const REAL lam = (REAL)leak[j];                                                    \
+                if (!acc) memcpy(out, spike, (size_t)n * sizeof(REAL));                            \
+                else for (int64_t i = 0; i < n; i++) out[i] = lam * acc[j * N + first + i] + spike[i]; \
+            }                                                                                      \
+            if (counts) for (int64_t i = 0; i < n; i++) counts[first + i] = counts[first + i] + spike[i]; \
+        }                                                                                          \
+    }                                                                                              \
+}
+
+DEFINE_KERNELS(float, f32, exp_f32)
+DEFINE_KERNELS(double, f64, exp_f64)

@@ -1,0 +1,170 @@
+"""The C kernels of ``cpu.c`` for CPU tensors: the LIF window's forward and backward and
+SAF's neuron steps, each all steps of a chunk of neurons in one pass over memory.
+
+The library is built on first use with the machine's C compiler (``$CC``, else ``cc`` or
+``gcc``; about a second) into a cache directory (``$SPIKEACC_CACHE``, else
+``$XDG_CACHE_HOME/spikeacc`` or ``~/.cache/spikeacc``), one file per source, compiler and
+CPU, written atomically so that concurrent processes share it. Flags: ``-O3
+-ffp-contract=off`` (no fused multiply-add: the forward rounds as PyTorch's operations do),
+``-march=native`` and ``-fopenmp`` where the compiler takes them; OpenMP threads follow
+``torch.get_num_threads()``. Without a compiler, or if the build fails, ``library()`` is
+None after one warning and the callers run their PyTorch loops.
+
+Nothing here is downloaded or needs torch's headers: ctypes passes data pointers of
+contiguous tensors.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_name("cpu.c")
+FLAGS = ["-O3", "-ffp-contract=off", "-fPIC", "-shared"]
+OPTIONAL_FLAGS = [["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []]  # tried in order
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+RESETS = {"subtract": 0, "subtract_late": 1, "hard": 2, "none": 3}
+SURROGATES = {"sigmoid": 0, "atan": 1, "fast_sigmoid": 2, "rect": 3}
+
+
+class LIFParams(ctypes.Structure):
+    """``lif_params`` of cpu.c: a LIF population's constants (neurons.lif.Dynamics)."""
+
+    _fields_ = [(name, ctypes.c_double) for name in ("lam", "gain", "rest", "v_th", "v_reset", "alpha")] + [
+        (name, ctypes.c_int32) for name in ("reset", "surrogate", "strict", "detach_reset", "lam_is_one",
+                                            "gain_is_one", "rest_is_zero")]
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept (module docstring)."""
+    if os.environ.get("SPIKEACC_CACHE"):
+        return Path(os.environ["SPIKEACC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spikeacc"
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _fingerprint(cc: str) -> str:
+    """Source, compiler and CPU: a library built for another CPU (-march=native) is not reused."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    cpu = ""
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags",
+                                                                                                         "Features"))), "")
+    parts = [SOURCE.read_bytes(), cc.encode(), version.encode(), platform.machine().encode(), cpu.encode(),
+             " ".join(FLAGS + [str(OPTIONAL_FLAGS)]).encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def build() -> Path:
+    """The library's path, built first if the cache has none (RuntimeError if no flags work)."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    target = cache_dir() / f"spikeacc-cpu-{_fingerprint(cc)}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for optional in OPTIONAL_FLAGS:
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            done = subprocess.run([cc, *FLAGS, *optional, str(SOURCE), "-o", str(built)], capture_output=True,
+                                  text=True, timeout=300)
+            if done.returncode == 0:
+                os.replace(built, target)  # atomic: a concurrent build writes the same bytes
+                return target
+            errors.append((done.stderr.strip().splitlines() or ["failed"])[-1])
+    raise RuntimeError(f"{cc} could not build {SOURCE.name}: {errors[-1]}")
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None (with one warning) where they cannot be built."""
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(f"spikeacc: the CPU kernels are not available ({error}); the neuron loops run as "
+                      "PyTorch operations (slower, the same results)", RuntimeWarning, stacklevel=2)
+        return None
+    pointer, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    params = ctypes.POINTER(LIFParams)
+    for suffix in DTYPES.values():
+        getattr(lib, f"lif_forward_{suffix}").argtypes = [params, pointer, i64, pointer, i64, i64, i32]
+        getattr(lib, f"lif_backward_{suffix}").argtypes = [params, pointer, i64, pointer, pointer, i64, i64, i32]
+        getattr(lib, f"lif_backward_{suffix}").restype = i32
+        getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, pointer,
+                                                        f64, i32, f64, f64, i32, pointer, i64, i32]
+    return lib
+
+
+def available(tensor: torch.Tensor) -> bool:
+    """Can ``tensor`` (on the CPU, float32 or float64) go through these kernels?"""
+    return tensor.device.type == "cpu" and tensor.dtype in DTYPES and library() is not None
+
+
+def _function(name: str, tensor: torch.Tensor):
+    return getattr(library(), f"{name}_{DTYPES[tensor.dtype]}")
+
+
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+# --- the LIF window ---------------------------------------------------------------------------
+
+def lif_params(dyn) -> LIFParams:
+    """cpu.c's constants of ``neurons.lif.Dynamics`` with fixed numbers (``windowed``)."""
+    return LIFParams(dyn.lam, dyn.gain, dyn.rest, dyn.v_th, dyn.v_reset, dyn.alpha, RESETS[dyn.reset],
+                     SURROGATES[dyn.surrogate], dyn.strict, dyn.detach_reset, dyn.lam == 1.0, dyn.gain == 1.0,
+                     dyn.rest == 0.0)
+
+
+class _LIFWindow(torch.autograd.Function):
+    """``neurons.lif._Window`` in two C calls. The forward keeps no membrane: it saves the
+    current (for a static input's current, [1, B, ...]: nothing of size T) and the
+    backward recomputes h from it, segment by segment, in reverse time."""
+
+    @staticmethod
+    def forward(ctx, current: torch.Tensor, steps: int, dyn) -> torch.Tensor:  # type: ignore[override]
+        current = current.contiguous()  # [S, B, ...], S = 1 or steps
+        spikes = current.new_empty((steps, *current.shape[1:]))  # [T, B, ...]
+        _function("lif_forward", current)(ctypes.byref(lif_params(dyn)), current.data_ptr(), current.shape[0],
+                                          spikes.data_ptr(), steps, current[0].numel(), torch.get_num_threads())
+        ctx.save_for_backward(current)
+        ctx.steps, ctx.dyn = steps, dyn
+        return spikes
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
+        (current,) = ctx.saved_tensors
+        grad_spikes = grad_spikes.contiguous()  # [T, B, ...]
+        grad_current = torch.empty_like(current)  # [S, B, ...]: a shared current gets the sum over t
+        failed = _function("lif_backward", current)(
+            ctypes.byref(lif_params(ctx.dyn)), current.data_ptr(), current.shape[0], grad_spikes.data_ptr(),
+            grad_current.data_ptr(), ctx.steps, current[0].numel(), torch.get_num_threads())
+        if failed:
+            raise MemoryError("spikeacc: the LIF backward could not allocate its scratch memory")
+        if ctx.dyn.gain != 1.0:
+            grad_current.mul_(ctx.dyn.gain)
+        return grad_current, None, None
+
+
+def lif_window(current: torch.Tensor, steps: int, dyn) -> torch.Tensor:
+    """``neurons.lif.lif_window`` in C: current [S, B, ...] (S = 1 or ``steps``) -> spikes
+    [steps, B, ...], the same bit for bit; gradients to rounding (tests/test_lif.py)."""
+    return _LIFWindow.apply(current, steps, dyn)
