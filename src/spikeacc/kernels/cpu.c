@@ -258,46 +258,93 @@ int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t curr
     return failed;                                                                                 \
 }                                                                                                  \
                                                                                                    \
-/* One SAF step of n neurons into spike: s = H(g U - k A_own - V_th), U = scale u; `first`:     \
- * no A yet (the reference fires on g U alone). Constants wherever this is inlined. */             \
-ALWAYS_INLINE void saf_fire_##SUFFIX(const REAL *restrict u, REAL scale, const REAL *restrict own, \
-                                     REAL *restrict spike, REAL g, int gain_is_one, REAL k,        \
-                                     REAL v_th, int strict, int64_t n, const int first) {          \
+/* One SAF step of n neurons: s = H(g U - k A_own - V_th) with U = scale u, then A_own =        \
+ * lam A_own + s (A_own = s at the `first` step, where the reference fires on g U alone); s into \
+ * spike; `keep`: g U - k A_own into value_out too. Constants wherever this is inlined. */        \
+ALWAYS_INLINE void saf_step_##SUFFIX(const REAL *restrict u, REAL scale, REAL *restrict own,       \
+                                     REAL lam, REAL *restrict spike, REAL *restrict value_out,     \
+                                     REAL g, int gain_is_one, REAL k, REAL v_th, int strict,       \
+                                     int64_t n, const int first, const int keep) {                 \
     for (int64_t i = 0; i < n; i++) {                                                              \
         REAL value = scale * u[i];                                                                 \
         value = gain_is_one ? value : g * value;                                                   \
         if (!first) value = value - k * own[i];                                                    \
-        spike[i] = FIRES(value, v_th, strict) ? (REAL)1 : (REAL)0;                                 \
+        if (keep) value_out[i] = value;                                                            \
+        const REAL s = FIRES(value, v_th, strict) ? (REAL)1 : (REAL)0;                             \
+        spike[i] = s;                                                                              \
+        own[i] = first ? s : lam * own[i] + s;                                                     \
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* SAF steps of N neurons from the sums A_j (row j of acc_in, one row of N per leak; acc_in     \
- * NULL: none yet, the first step) into acc_out (which may be acc_in): for each of `steps`       \
- * steps, U = scales[t] u (u: the unit value of a static input's current, or one step's U with  \
- * scale 1), s = H(g U - k A_own - V_th), A_j = lam_j A_j + s; counts (NULL: none) gains s. */   \
+/* SAF steps of N neurons from no spike at all, the sums A_j written to acc[j] (one array of N   \
+ * per leak j): for each of `steps` steps, U = scales[t] u (u: the unit value of a static        \
+ * input's current), s = H(g U - k A_own - V_th), A_j = lam_j A_j + s (A_j = s at the first      \
+ * step); counts (NULL: none) gains s; last (NULL: none) gets the last step's g U - k A_own. */  \
 void saf_steps_##SUFFIX(const REAL *u, const double *scales, int64_t steps, const double *leak,   \
-                        int64_t leaks, int64_t own, const REAL *acc_in, REAL *acc_out, double gain, \
-                        int gain_is_one, double k, double v_th, int strict, REAL *counts, int64_t N, \
+                        int64_t leaks, int64_t own, REAL **acc, double gain, int gain_is_one,      \
+                        double k, double v_th, int strict, REAL *counts, REAL *last, int64_t N,    \
                         int threads) {                                                             \
-    const REAL g = (REAL)gain, reset = (REAL)k, threshold = (REAL)v_th;                            \
+    const REAL g = (REAL)gain, reset = (REAL)k, threshold = (REAL)v_th, lam = (REAL)leak[own];     \
     _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
     for (int64_t first = 0; first < N; first += CHUNK) {                                           \
         const int64_t n = min64(CHUNK, N - first);                                                 \
         REAL spike[CHUNK];                                                                         \
+        REAL *own_row = acc[own] + first;                                                          \
         for (int64_t t = 0; t < steps; t++) {                                                      \
-            const REAL *acc = t == 0 ? acc_in : acc_out;                                           \
-            if (acc) saf_fire_##SUFFIX(u + first, (REAL)scales[t], acc + own * N + first, spike, g, \
-                                       gain_is_one, reset, threshold, strict, n, 0);               \
-            else saf_fire_##SUFFIX(u + first, (REAL)scales[t], NULL, spike, g, gain_is_one, reset, \
-                                   threshold, strict, n, 1);                                       \
-            for (int64_t j = 0; j < leaks; j++) {                                                  \
-                REAL *out = acc_out + j * N + first;  /* may be acc's row: read before written */ \
-                const REAL lam = (REAL)leak[j];                                                    \
-                if (!acc) memcpy(out, spike, (size_t)n * sizeof(REAL));                            \
-                else for (int64_t i = 0; i < n; i++) out[i] = lam * acc[j * N + first + i] + spike[i]; \
+            const REAL scale = (REAL)scales[t];                                                    \
+            REAL *value_out = last && t == steps - 1 ? last + first : NULL;                        \
+            if (t == 0 && value_out)                                                               \
+                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, value_out, g, gain_is_one, \
+                                  reset, threshold, strict, n, 1, 1);                              \
+            else if (t == 0)                                                                       \
+                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, NULL, g, gain_is_one,     \
+                                  reset, threshold, strict, n, 1, 0);                              \
+            else if (value_out)                                                                    \
+                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, value_out, g, gain_is_one, \
+                                  reset, threshold, strict, n, 0, 1);                              \
+            else                                                                                   \
+                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, NULL, g, gain_is_one,     \
+                                  reset, threshold, strict, n, 0, 0);                              \
+            for (int64_t j = 0; j < leaks; j++) {  /* the sums with other leaks */                 \
+                if (j == own) continue;                                                            \
+                REAL *restrict row = acc[j] + first;                                               \
+                const REAL other = (REAL)leak[j];                                                  \
+                if (t == 0) memcpy(row, spike, (size_t)n * sizeof(REAL));                          \
+                else for (int64_t i = 0; i < n; i++) row[i] = other * row[i] + spike[i];           \
             }                                                                                      \
             if (counts) for (int64_t i = 0; i < n; i++) counts[first + i] = counts[first + i] + spike[i]; \
         }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+/* The gradient of the last SAF step into its unit value: out = (sigma'(x - V_th) grad) g c    \
+ * (x: the step's fire value), in the reference's order; `surrogate` a constant when inlined. */   \
+ALWAYS_INLINE void saf_last_loop_##SUFFIX(const REAL *restrict x, const REAL *restrict grad,       \
+                                          REAL *restrict out, REAL v_th, double alpha, REAL g,     \
+                                          int gain_is_one, REAL c, int64_t n, const int surrogate) { \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        const REAL value = derivative_##SUFFIX(x[i] - v_th, surrogate, alpha) * grad[i];           \
+        out[i] = (gain_is_one ? value : value * g) * c;                                            \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+void saf_last_backward_##SUFFIX(const REAL *x, const REAL *grad, REAL *out, double v_th, int surrogate, \
+                                double alpha, double gain, int gain_is_one, double scale, int64_t N, \
+                                int threads) {                                                     \
+    const REAL threshold = (REAL)v_th, g = (REAL)gain, c = (REAL)scale;                            \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t first = 0; first < N; first += CHUNK) {                                           \
+        const int64_t n = min64(CHUNK, N - first);                                                 \
+        const REAL *x_part = x + first, *grad_part = grad + first;                                 \
+        REAL *out_part = out + first;                                                              \
+        if (surrogate == SG_SIGMOID)                                                               \
+            saf_last_loop_##SUFFIX(x_part, grad_part, out_part, threshold, alpha, g, gain_is_one, c, n, SG_SIGMOID); \
+        else if (surrogate == SG_ATAN)                                                             \
+            saf_last_loop_##SUFFIX(x_part, grad_part, out_part, threshold, alpha, g, gain_is_one, c, n, SG_ATAN); \
+        else if (surrogate == SG_FAST_SIGMOID)                                                     \
+            saf_last_loop_##SUFFIX(x_part, grad_part, out_part, threshold, alpha, g, gain_is_one, c, n, SG_FAST_SIGMOID); \
+        else                                                                                       \
+            saf_last_loop_##SUFFIX(x_part, grad_part, out_part, threshold, alpha, g, gain_is_one, c, n, SG_RECT); \
     }                                                                                              \
 }
 

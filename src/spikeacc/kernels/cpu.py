@@ -106,8 +106,10 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"lif_forward_{suffix}").argtypes = [params, pointer, i64, pointer, i64, i64, i32]
         getattr(lib, f"lif_backward_{suffix}").argtypes = [params, pointer, i64, pointer, pointer, i64, i64, i32]
         getattr(lib, f"lif_backward_{suffix}").restype = i32
-        getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, pointer,
-                                                        f64, i32, f64, f64, i32, pointer, i64, i32]
+        getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, f64, i32,
+                                                        f64, f64, i32, pointer, pointer, i64, i32]
+        getattr(lib, f"saf_last_backward_{suffix}").argtypes = [pointer, pointer, pointer, f64, i32, f64, f64, i32,
+                                                                f64, i64, i32]
     return lib
 
 
@@ -168,3 +170,40 @@ def lif_window(current: torch.Tensor, steps: int, dyn) -> torch.Tensor:
     """``neurons.lif.lif_window`` in C: current [S, B, ...] (S = 1 or ``steps``) -> spikes
     [steps, B, ...], the same bit for bit; gradients to rounding (tests/test_lif.py)."""
     return _LIFWindow.apply(current, steps, dyn)
+
+
+# --- SAF's neuron steps -----------------------------------------------------------------------
+
+def _doubles(values: list[float]):
+    return (ctypes.c_double * len(values))(*values)
+
+
+def saf_steps(unit: torch.Tensor, scales: list[float], leaks: list[float], own: int, gain: float, reset: float,
+              v_th: float, strict: bool, counts: torch.Tensor | None = None, last: torch.Tensor | None = None
+              ) -> list[torch.Tensor]:
+    """``len(scales)`` SAF steps of the neurons of ``unit`` [B, ...] from no spike at all
+    (cpu.c ``saf_steps``): step t fires s = H(g U - reset A_own - V_th) on U = scales[t]
+    unit (methods.saf: a static input's U_hat[t] = c[t] (W x + b)), then A_j = leaks[j]
+    A_j + s (``own``: the index of the neuron's own leak); g = ``gain`` (1: no input decay).
+    Returns every A_j after the last step, each [B, ...]. ``counts`` [B, ...] gains every
+    s; ``last`` [B, ...] gets the last step's g U - reset A_own (None: neither kept)."""
+    unit = unit.contiguous()
+    if any(t is not None and not t.is_contiguous() for t in (counts, last)):
+        raise ValueError("saf_steps writes into contiguous tensors")
+    sums = [torch.empty_like(unit) for _ in leaks]
+    _function("saf_steps", unit)(unit.data_ptr(), _doubles(scales), len(scales), _doubles(leaks), len(leaks), own,
+                                 (ctypes.c_void_p * len(sums))(*(a.data_ptr() for a in sums)), gain, gain == 1.0,
+                                 reset, v_th, strict, _pointer(counts), _pointer(last), unit.numel(),
+                                 torch.get_num_threads())
+    return sums
+
+
+def saf_last_backward(value: torch.Tensor, grad: torch.Tensor, v_th: float, surrogate: str, alpha: float,
+                      gain: float, scale: float) -> torch.Tensor:
+    """The gradient into the unit value of the last SAF step (``saf_steps``' ``last`` is its
+    fire value x): (sigma'(x - V_th) grad) g scale, each [B, ...]."""
+    grad, out = grad.contiguous(), torch.empty_like(value)
+    _function("saf_last_backward", value)(value.data_ptr(), grad.data_ptr(), out.data_ptr(), v_th,
+                                          SURROGATES[surrogate], alpha, gain, gain == 1.0, scale, value.numel(),
+                                          torch.get_num_threads())
+    return out

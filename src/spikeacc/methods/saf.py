@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from .. import compiling
-from ..graph import Bias, CallContext, Pass, Program
+from .. import compiling, kernels
+from ..graph import Bias, CallContext, Pass, Program, Site
 from ..neurons import accumulation_weight
 from ..neurons.lif import LIF
 from ..neurons.surrogate import fire, state_precision
@@ -57,12 +58,14 @@ def reset_factor(neuron: LIF) -> float:
 
 
 def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,
-             previous: Sums, sr_surrogate: bool = False, compiled: bool = False) -> tuple[Sums, list[torch.Tensor]]:
-    """One SAF step (t 0-based) through every site: the sums A[t] per (source, leak)
-    and each site's spikes s[t]. ``previous``: A[t-1] (constants; empty before step 0).
-    With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th];
-    ``compiled``: the neuron update under torch.compile. A neuron with ``decay_input`` takes
-    g U_hat (g = 1 - lam), one with the late subtraction rho = 1 (``reset_factor``)."""
+             previous: Sums, sr_surrogate: bool = False, compiled: bool = False,
+             sites: list[Site] | None = None) -> tuple[Sums, list[torch.Tensor]]:
+    """One SAF step (t 0-based) through every site (or only ``sites``, which read none of the
+    others): the sums A[t] per (source, leak) and each site's spikes s[t]. ``previous``:
+    A[t-1] (constants; empty before step 0). With ``sr_surrogate`` a spike's derivative is
+    SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th]; ``compiled``: the neuron update under
+    torch.compile. A neuron with ``decay_input`` takes g U_hat (g = 1 - lam), one with the
+    late subtraction rho = 1 (``reset_factor``)."""
     passes = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
     sums: Sums = {}
 
@@ -72,7 +75,7 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 
     emit(program.input, x_t)
     spikes = []
-    for site in program.sites:
+    for site in program.sites if sites is None else sites:
         lam, neuron = leaks.site[site.index], site.module
         u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
         if neuron.decay_input:
@@ -94,17 +97,141 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs,
                            steps: int, compiled: bool = False, count: bool = True
                            ) -> tuple[Sums, list[torch.Tensor] | None]:
-    """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
-    does not grow with T: the sums after the last step, and (with ``count``) spikes per
-    sample of each site ([B]). These are the LIF network's spikes, so Spike
-    Representation uses this too."""
-    sums: Sums = {}
-    counts: list | None = [0.0] * len(program.sites) if count else None
-    for t in range(steps):
-        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled)
+    """Run SAF without a graph for ``steps`` steps, so that memory does not grow with T: the
+    sums after the last step, and (with ``count``) spikes per sample of each site ([B]).
+    These are the LIF network's spikes, so Spike Representation uses this too. The sites
+    ``whole_sites`` names run all their steps in one C call (``fused_trajectory``), the
+    others one step at a time (``step_by_step``), the same sums bit for bit."""
+    whole = [] if compiled or not steps else whole_sites(program, ctx)
+    sums, counts = step_by_step(program, ctx, leaks, inputs, steps, [s for s in program.sites if s not in whole],
+                                compiled, count)
+    for site in whole:
+        site_sums, site_counts = fused_trajectory(program, ctx, leaks, site, steps, count)
+        sums.update(site_sums)
         if counts is not None:
-            counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
+            counts[program.sites.index(site)] = site_counts
     return sums, counts
+
+
+@torch.no_grad()
+def step_by_step(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs, steps: int, sites: list[Site],
+                 compiled: bool = False, count: bool = True) -> tuple[Sums, list | None]:
+    """``saf_step`` ``steps`` times over ``sites`` (which read no other site): the sums after
+    the last step (of the sites and the input), and spikes per sample of each of the
+    program's sites (0 for the others), with ``count``. Without sites, where nothing reads
+    the input's sums themselves, no step runs (``scaled_input_sums``)."""
+    counts: list | None = [0.0] * len(program.sites) if count else None
+    if not sites and not reads_raw_input(program):
+        return scaled_input_sums(ctx, leaks, steps), counts
+    sums: Sums = {}
+    for t in range(steps):
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled, sites=sites)
+        if counts is not None:
+            for site, spike in zip(sites, spikes):
+                counts[program.sites.index(site)] += per_sample(spike)
+    return sums, counts
+
+
+def whole_sites(program: Program, ctx: CallContext) -> list[Site]:
+    """The sites whose trajectory is one element-wise recurrence over one tensor: under a
+    static input (once per call) every value before such a site is computed once, so
+    U_hat[t] = c[t] (W x + b) (W x + b: ``ctx.unit_value``); no other site reads its spikes;
+    and its current is a CPU tensor the C kernels take (``kernels.native``)."""
+    if ctx.static_input is None:
+        return []
+    read = set().union(*(program.sources_of[site.input] for site in program.sites))
+    return [site for site in program.sites if site.input in program.input_only and site.index not in read
+            and kernels.native(ctx.unit_value(program, site.input))]
+
+
+def reads_raw_input(program: Program) -> bool:
+    """Does a value other than the once-per-call input-only ones read the input itself?"""
+    return any(program.input in node.data_args for node in program.nodes
+               if node.index not in program.input_only and node.index != program.input)
+
+
+def scaled_input_sums(ctx: CallContext, leaks: Leaks, steps: int) -> Sums:
+    """The input's sums after ``steps`` steps, c[steps] x per leak, where nothing reads them
+    but as the carrier of the scale of the input-only values (``Pass.set_input``)."""
+    x = ctx.static_input
+    return {(leaks.input, lam): accumulation_weight(lam, steps) * x for lam in leaks.of_source[leaks.input]}
+
+
+@dataclass(frozen=True)
+class WholeSite:
+    """What the C kernel needs of one of ``whole_sites``, after ``steps`` steps."""
+
+    steps: int
+    scales: list[float]  # c[t], t = 1..steps
+    leaks: list[float]  # the leaks its sums are kept with
+    own: int  # the index of its own leak in ``leaks``
+    gain: float  # g (1 - lam with decay_input, else 1)
+    reset: float  # rho V_th
+    v_th: float
+    strict: bool
+    surrogate: str
+    alpha: float
+    sr_surrogate: bool
+
+    @classmethod
+    def of(cls, site: Site, leaks: Leaks, steps: int, sr_surrogate: bool) -> "WholeSite":
+        lam, neuron = leaks.site[site.index], site.module
+        site_leaks = sorted(leaks.of_source[site.index])
+        return cls(steps, [accumulation_weight(lam, t + 1) for t in range(steps)], site_leaks, site_leaks.index(lam),
+                   1.0 - lam if neuron.decay_input else 1.0, reset_factor(neuron) * neuron.v_th, neuron.v_th,
+                   neuron.strict, neuron.surrogate, neuron.alpha, sr_surrogate)
+
+    def run(self, unit: torch.Tensor, counts: torch.Tensor | None = None, last: torch.Tensor | None = None
+            ) -> list[torch.Tensor]:
+        """The sums after all steps, one per leak, each [B, ...] (``kernels.cpu.saf_steps``)."""
+        return kernels.cpu.saf_steps(unit, self.scales, self.leaks, self.own, self.gain, self.reset, self.v_th,
+                                     self.strict, counts, last)
+
+
+class _FusedSite(torch.autograd.Function):
+    """A whole site's steps in one C call, the last one differentiable as ``saf_step``'s:
+    with x = g c[T] u - rho V_th A[T-1] the last fire value (the kernel returns it) and
+    dL/ds = sum_j dL/dA_j[T] (A_j[T] = lam_j A_j[T-1] + s[T]),
+
+        dL/du = c[T] g sigma'(x - V_th) dL/ds,   or with the SR surrogate
+        dL/du = c[T] g 1[0 <= g c[T] u <= c[T] V_th] dL/ds."""
+
+    @staticmethod
+    def forward(ctx, unit: torch.Tensor, site: WholeSite) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        last = torch.empty_like(unit)  # [B, ...]
+        sums = site.run(unit, last=last)
+        ctx.save_for_backward(unit, last)
+        ctx.site = site
+        return tuple(sums)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grad_sums: torch.Tensor):  # type: ignore[override]
+        unit, last = ctx.saved_tensors
+        site, c_T = ctx.site, ctx.site.scales[-1]
+        grad_spike = sum(grad_sums[1:], grad_sums[0])
+        if not site.sr_surrogate:
+            return kernels.cpu.saf_last_backward(last, grad_spike, site.v_th, site.surrogate, site.alpha, site.gain,
+                                                 c_T), None
+        u_hat = c_T * unit if site.gain == 1.0 else site.gain * (c_T * unit)
+        grad = grad_spike * ((u_hat >= 0.0) & (u_hat <= c_T * site.v_th))
+        return (grad if site.gain == 1.0 else grad * site.gain) * c_T, None
+
+
+def fused_trajectory(program: Program, ctx: CallContext, leaks: Leaks, site: Site, steps: int, count: bool = False,
+                     sr_surrogate: bool = False) -> tuple[Sums, torch.Tensor | None]:
+    """``steps`` SAF steps of one of ``whole_sites`` in one C call: its sums after the last
+    step for each of its leaks (the last step differentiable where a gradient is wanted:
+    ``_FusedSite``), and with ``count`` its spikes per sample ([B])."""
+    unit = ctx.unit_value(program, site.input)  # W x + b, [B, ...]
+    whole = WholeSite.of(site, leaks, steps, sr_surrogate)
+    counts = torch.zeros_like(unit) if count else None
+    if torch.is_grad_enabled() and unit.requires_grad:
+        site_sums = _FusedSite.apply(unit, whole)
+    else:
+        site_sums = whole.run(unit, counts)
+    sums = dict(zip(((site.index, leak) for leak in whole.leaks), site_sums))
+    return sums, None if counts is None else per_sample(counts)
 
 
 def readout_pass(program: Program, ctx: CallContext, leaks: Leaks, sums: Sums, bias: Bias,
@@ -175,8 +302,13 @@ class SAFF(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1, self.compile, count=False)
-        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile)
+        whole = [] if self.compile else whole_sites(program, ctx)
+        rest = [site for site in program.sites if site not in whole]
+        previous, _ = step_by_step(program, ctx, leaks, inputs, T - 1, rest, self.compile, count=False)
+        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile,
+                           rest)
+        for site in whole:  # all T steps, the last with a graph
+            sums.update(fused_trajectory(program, ctx, leaks, site, T, sr_surrogate=self.sr_surrogate)[0])
         logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)
         self.backward(loss, ctx)
