@@ -22,6 +22,7 @@
 
 #define CHUNK 1024               /* neurons per task */
 #define SCRATCH_BYTES (1 << 18)  /* per-thread scratch of the LIF backward (h of a segment, checkpoints) */
+#define MIN_CHUNK 256            /* fewer neurons per task than this: segments of ~sqrt(T) steps instead */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 enum reset_kind { RESET_SUBTRACT = 0, RESET_SUBTRACT_LATE = 1, RESET_HARD = 2, RESET_NONE = 3 };
@@ -45,6 +46,15 @@ typedef struct {
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* a b + c, fused where the CPU has it: only exp uses it, whose rounding is its own anyway. */
+#ifdef __FMA__
+#define MADD_F32(a, b, c) __builtin_fmaf(a, b, c)
+#define MADD_F64(a, b, c) __builtin_fma(a, b, c)
+#else
+#define MADD_F32(a, b, c) ((a) * (b) + (c))
+#define MADD_F64(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* exp(x) without libm, so that loops over it vectorise: x = k ln2 + r, |r| <= ln2/2
  * (Cody-Waite), exp(r) by its Taylor series (degree 7 for float, 13 for double), 2^k
  * written into the exponent bits (k read from the low bits of x/ln2 + 1.5 2^p). */
@@ -56,8 +66,8 @@ ALWAYS_INLINE float exp_f32(float x) {
     float k = shifted - magic;
     float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
     float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f; p = p * r + 1.0f / 120.0f; p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f; p = p * r + 0.5f; p = p * r + 1.0f; p = p * r + 1.0f;
+    p = MADD_F32(p, r, 1.0f / 720.0f); p = MADD_F32(p, r, 1.0f / 120.0f); p = MADD_F32(p, r, 1.0f / 24.0f);
+    p = MADD_F32(p, r, 1.0f / 6.0f); p = MADD_F32(p, r, 0.5f); p = MADD_F32(p, r, 1.0f); p = MADD_F32(p, r, 1.0f);
     int32_t bits;
     memcpy(&bits, &shifted, sizeof bits);
     bits = (int32_t)((uint32_t)(bits + 127) << 23);
@@ -74,10 +84,10 @@ ALWAYS_INLINE double exp_f64(double x) {
     double k = shifted - magic;
     double r = (x - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
     double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0; p = p * r + 1.0 / 39916800.0; p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0; p = p * r + 1.0 / 40320.0; p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0; p = p * r + 1.0 / 120.0; p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0; p = p * r + 0.5; p = p * r + 1.0; p = p * r + 1.0;
+    p = MADD_F64(p, r, 1.0 / 479001600.0); p = MADD_F64(p, r, 1.0 / 39916800.0); p = MADD_F64(p, r, 1.0 / 3628800.0);
+    p = MADD_F64(p, r, 1.0 / 362880.0); p = MADD_F64(p, r, 1.0 / 40320.0); p = MADD_F64(p, r, 1.0 / 5040.0);
+    p = MADD_F64(p, r, 1.0 / 720.0); p = MADD_F64(p, r, 1.0 / 120.0); p = MADD_F64(p, r, 1.0 / 24.0);
+    p = MADD_F64(p, r, 1.0 / 6.0); p = MADD_F64(p, r, 0.5); p = MADD_F64(p, r, 1.0); p = MADD_F64(p, r, 1.0);
     int64_t bits;
     memcpy(&bits, &shifted, sizeof bits);
     bits = (int64_t)((uint64_t)(bits + 1023) << 52);
@@ -192,25 +202,28 @@ static void reverse_step_##SUFFIX(const lif_params *p, const REAL *restrict grad
                                                                                                    \
 /* The backward of neurons [first, first + n), with the membranes recomputed from the current    \
  * (rows `stride` apart: 0 or N): a first pass keeps V and s at the start of every segment of    \
- * `segment` steps; then, from the last segment back, each segment's h is recomputed into        \
- * scratch and walked in reverse. grad_current: [1, N] (the sum over t, stride 0) or [T, N]. */  \
+ * `segment` steps but the first (none when one segment holds all T steps); then, from the last  \
+ * segment back, each segment's h is recomputed into scratch and walked in reverse.              \
+ * grad_current: [1, N] (the sum over t, stride 0) or [T, N]. */                                   \
 static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t stride,  \
                                         const REAL *grad_spikes, REAL *grad_current, int64_t T,    \
                                         int64_t N, int64_t first, int64_t n, REAL *scratch,        \
                                         int64_t segment) {                                         \
     REAL grad_next[CHUNK], total[CHUNK], v[CHUNK], spike[CHUNK];                                   \
     REAL *checkpoints = scratch + segment * n;  /* V, s at each segment's start */                 \
+    const int64_t last_start = ((T - 1) / segment) * segment;                                      \
     for (int64_t i = 0; i < n; i++) { grad_next[i] = 0; total[i] = 0; }                            \
     rest_##SUFFIX(p, v, spike, n);                                                                 \
-    for (int64_t t = 0; t < T; t++) {                                                              \
+    for (int64_t t = 0; ; t++) {                                                                   \
         if (t % segment == 0) {                                                                    \
             memcpy(checkpoints + (t / segment) * 2 * n, v, (size_t)n * sizeof(REAL));              \
             memcpy(checkpoints + (t / segment) * 2 * n + n, spike, (size_t)n * sizeof(REAL));      \
         }                                                                                          \
+        if (t == last_start) break;                                                                \
         charge_##SUFFIX(p, scratch, v, spike, current + t * stride + first, n);                    \
         fire_and_reset_##SUFFIX(p, scratch, spike, v, n);                                          \
     }                                                                                              \
-    for (int64_t start = ((T - 1) / segment) * segment; start >= 0; start -= segment) {            \
+    for (int64_t start = last_start; start >= 0; start -= segment) {                               \
         const int64_t stop = min64(start + segment, T);                                            \
         memcpy(v, checkpoints + (start / segment) * 2 * n, (size_t)n * sizeof(REAL));              \
         memcpy(spike, checkpoints + (start / segment) * 2 * n + n, (size_t)n * sizeof(REAL));      \
@@ -235,10 +248,14 @@ int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t curr
                           const REAL *grad_spikes, REAL *grad_current, int64_t T, int64_t N,       \
                           int threads) {                                                           \
     const int64_t stride = current_steps == 1 ? 0 : N;                                             \
-    int64_t segment = 1;                                                                           \
-    while (segment * segment < T) segment++;  /* ~sqrt(T) steps between checkpoints */             \
+    int64_t segment = T, chunk = CHUNK;  /* one segment (no checkpoint pass) while it fits */      \
+    while (chunk > MIN_CHUNK && (T + 2) * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) chunk /= 2; \
+    if ((T + 2) * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) {  /* ~sqrt(T) steps a segment */  \
+        segment = 1;                                                                               \
+        while (segment * segment < T) segment++;                                                   \
+        chunk = CHUNK;                                                                             \
+    }                                                                                              \
     const int64_t rows = segment + 2 * ((T + segment - 1) / segment);  /* h of a segment, V and s */ \
-    int64_t chunk = CHUNK;                                                                         \
     while (chunk > 64 && rows * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) chunk /= 2;         \
     int failed = 0;                                                                                \
     _Pragma("omp parallel num_threads(threads)")                                                   \
