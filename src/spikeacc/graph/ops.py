@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spike_products import spike_product
+
 
 @dataclass(frozen=True)
 class Bias:
@@ -153,11 +155,15 @@ class ModuleOp(Op):
 
 
 class WeightedModule(ModuleOp):
-    """A Linear or conv module: W x + b, the bias scaled (``with_bias``)."""
+    """A Linear or conv module: W x + b, the bias scaled (``with_bias``); on spikes that the
+    context marks (``CallContext.spike_inputs``), keeping them as bits (``spike_product``)."""
 
     def __call__(self, args, kwargs, bias, ctx):
         m = self.module
-        out = m(args[0]) if bias.identity else self.with_bias(args[0], bias.apply(m.bias))
+        if not bias.identity:
+            out = self.with_bias(args[0], bias.apply(m.bias))
+        else:
+            out = spike_product(m, args[0]) if self.index in ctx.spike_inputs else m(args[0])
         if _OBSERVERS:
             _notify(self.name, out, m.weight)
         return out

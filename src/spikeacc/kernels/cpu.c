@@ -363,6 +363,33 @@ void saf_last_backward_##SUFFIX(const REAL *x, const REAL *grad, REAL *out, doub
         else                                                                                       \
             saf_last_loop_##SUFFIX(x_part, grad_part, out_part, threshold, alpha, g, gain_is_one, c, n, SG_RECT); \
     }                                                                                              \
+} \
+                                                                                                   \
+/* Spikes as bits: bit k of byte j is x[8 j + k] != 0 (numpy's packbits, bitorder "little"),   \
+ * and back to 0/1 values; n elements, the last byte padded with zeros. */                         \
+void pack_bits_##SUFFIX(const REAL *x, uint8_t *bits, int64_t n, int threads) {                   \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t j = 0; j < n / 8; j++) {                                                          \
+        const REAL *eight = x + 8 * j;                                                             \
+        uint8_t byte = 0;                                                                          \
+        for (int k = 0; k < 8; k++) byte |= (uint8_t)((eight[k] != 0) << k);                       \
+        bits[j] = byte;                                                                            \
+    }                                                                                              \
+    if (n % 8) {                                                                                   \
+        uint8_t byte = 0;                                                                          \
+        for (int64_t i = n - n % 8; i < n; i++) byte |= (uint8_t)((x[i] != 0) << (i % 8));         \
+        bits[n / 8] = byte;                                                                        \
+    }                                                                                              \
+}                                                                                                  \
+                                                                                                   \
+void unpack_bits_##SUFFIX(const uint8_t *bits, REAL *x, int64_t n, int threads) {                 \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t j = 0; j < n / 8; j++) {                                                          \
+        REAL *eight = x + 8 * j;                                                                   \
+        const unsigned byte = bits[j];                                                             \
+        for (int k = 0; k < 8; k++) eight[k] = (REAL)((byte >> k) & 1u);                           \
+    }                                                                                              \
+    for (int64_t i = n - n % 8; i < n; i++) x[i] = (REAL)((bits[i / 8] >> (i % 8)) & 1u);          \
 }
 
 DEFINE_KERNELS(float, f32, exp_f32)

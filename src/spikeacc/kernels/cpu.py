@@ -110,6 +110,8 @@ def library() -> ctypes.CDLL | None:
                                                         f64, f64, i32, pointer, pointer, i64, i32]
         getattr(lib, f"saf_last_backward_{suffix}").argtypes = [pointer, pointer, pointer, f64, i32, f64, f64, i32,
                                                                 f64, i64, i32]
+        getattr(lib, f"pack_bits_{suffix}").argtypes = [pointer, pointer, i64, i32]
+        getattr(lib, f"unpack_bits_{suffix}").argtypes = [pointer, pointer, i64, i32]
     return lib
 
 
@@ -207,3 +209,21 @@ def saf_last_backward(value: torch.Tensor, grad: torch.Tensor, v_th: float, surr
                                           SURROGATES[surrogate], alpha, gain, gain == 1.0, scale, value.numel(),
                                           torch.get_num_threads())
     return out
+
+
+# --- spikes as bits ---------------------------------------------------------------------------
+
+def pack_bits(spikes: torch.Tensor) -> torch.Tensor:
+    """0/1 values (any shape) -> uint8 [ceil(numel / 8)], bit k of byte j the element 8 j + k."""
+    spikes = spikes.contiguous()
+    bits = torch.empty((spikes.numel() + 7) // 8, dtype=torch.uint8)
+    _function("pack_bits", spikes)(spikes.data_ptr(), bits.data_ptr(), spikes.numel(), torch.get_num_threads())
+    return bits
+
+
+def unpack_bits(bits: torch.Tensor, like: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """Elements start..start+count-1 (start a multiple of 8) of ``pack_bits``' tensor as 0/1
+    values of ``like``'s dtype, [count]."""
+    values = torch.empty(count, dtype=like.dtype)
+    _function("unpack_bits", values)(bits[start // 8:].data_ptr(), values.data_ptr(), count, torch.get_num_threads())
+    return values
