@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikeacc import LIF, MLP, graph, kernels, methods
+from spikeacc import LIF, MLP, ConvNet, graph, kernels, methods
 from spikeacc.graph import CallContext
 from spikeacc.methods.base import Inputs
 from spikeacc.methods.online import Leaks
@@ -88,6 +88,21 @@ def test_fused_trajectory_equals_the_step_by_step_reference(settings, steps, dty
     torch.manual_seed(0)
     net = scaled(MLP(12, [9], 4, neuron=LIF(**settings))).to(dtype)
     assert_same_trajectory(net, torch.rand(6, 12, dtype=dtype), steps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("model", ["two hidden layers", "conv"])
+@pytest.mark.parametrize("settings", SAF_SETTINGS, ids=settings_id)
+def test_fused_steps_of_sites_that_read_sites_equal_the_reference(settings, model, dtype):
+    """Sites read by others, or reading others, step by step, each step's neuron update in
+    one C call (``fused_step``)."""
+    torch.manual_seed(0)
+    neuron = LIF(**settings)
+    net = MLP(12, [9, 7], 4, neuron=neuron) if model != "conv" else ConvNet((1, 8, 8), (3, 4), 4, neuron=neuron)
+    net = scaled(net, 4.0 if neuron.decay_input else 3.0).to(dtype)  # input decay: g = 1 - lam
+    x = torch.rand(6, *net.sample_shape, dtype=dtype)
+    assert whole_sites(graph.of(net), CallContext(6, x)) == []
+    assert_same_trajectory(net, x, 9)
 
 
 def test_sums_with_two_leaks_equal_the_reference():

@@ -37,7 +37,7 @@ def pack(spikes: torch.Tensor) -> torch.Tensor:
 
 def unpack(bits: torch.Tensor, like: torch.Tensor, start: int, count: int) -> torch.Tensor:
     """Elements start..start+count-1 (start a multiple of 8) as 0/1 values of ``like``'s
-    dtype and device, [count]."""
+    dtype (any float type) on its device, [count]."""
     if kernels.native(like):
         return kernels.cpu.unpack_bits(bits, like, start, count)
     part = bits[start // 8:(start + count + 7) // 8]
@@ -58,24 +58,25 @@ class _SpikeLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(pack(x), weight)
-        ctx.shape, ctx.like, ctx.has_bias = x.shape, x.new_empty(0), bias is not None
-        return F.linear(x, weight, bias)
+        ctx.shape, ctx.x_dtype = x.shape, x.dtype
+        return F.linear(x, weight, bias)  # under autocast in its precision, as the module
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         bits, weight = ctx.saved_tensors
-        features = ctx.shape[-1]
+        features, product = ctx.shape[-1], weight.to(grad.dtype)  # autocast: the products' precision
         grad_rows = grad.reshape(-1, grad.shape[-1])  # [rows, out]
-        grad_x = (grad_rows @ weight).view(ctx.shape) if ctx.needs_input_grad[0] else None
+        grad_x = (grad_rows @ product).view(ctx.shape).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         grad_weight = None
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)
-            step = chunk_rows(features, weight.element_size())
+            grad_weight = torch.zeros_like(product)
+            step = chunk_rows(features, product.element_size())
             for first in range(0, grad_rows.shape[0], step):
                 rows = min(step, grad_rows.shape[0] - first)
-                x_part = unpack(bits, ctx.like, first * features, rows * features).view(rows, features)
+                x_part = unpack(bits, grad, first * features, rows * features).view(rows, features)
                 grad_weight.addmm_(grad_rows[first:first + rows].t(), x_part)
-        grad_bias = grad_rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            grad_weight = grad_weight.to(weight.dtype)
+        grad_bias = grad_rows.sum(0) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
 
@@ -93,24 +94,25 @@ class _SpikeConv(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 module: nn.Module) -> torch.Tensor:
         ctx.save_for_backward(pack(x), weight)
-        ctx.shape, ctx.like, ctx.module = x.shape, x.new_empty(0), module
+        ctx.shape, ctx.x_dtype, ctx.module = x.shape, x.dtype, module
         return module._conv_forward(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         bits, weight = ctx.saved_tensors
-        m, shape = ctx.module, ctx.shape
+        m, shape, product = ctx.module, ctx.shape, weight.to(grad.dtype)  # autocast: the products' precision
         grad_input, grad_of_weight = _CONV_GRADS[len(shape) - 2]
         settings = (m.stride, m.padding, m.dilation, m.groups)
-        grad_x = grad_input(shape, weight, grad, *settings) if ctx.needs_input_grad[0] else None
+        grad_x = grad_input(shape, product, grad, *settings).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         grad_weight = None
         if ctx.needs_input_grad[1]:
-            sample, grad_weight = shape[1:].numel(), torch.zeros_like(weight)
-            step = chunk_rows(sample, weight.element_size())
+            sample, grad_weight = shape[1:].numel(), torch.zeros_like(product)
+            step = chunk_rows(sample, product.element_size())
             for first in range(0, shape[0], step):
                 count = min(step, shape[0] - first)
-                x_part = unpack(bits, ctx.like, first * sample, count * sample).view(count, *shape[1:])
+                x_part = unpack(bits, grad, first * sample, count * sample).view(count, *shape[1:])
                 grad_weight += grad_of_weight(x_part, weight.shape, grad[first:first + count], *settings)
+            grad_weight = grad_weight.to(weight.dtype)
         grad_bias = grad.sum([d for d in range(grad.dim()) if d != 1]) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None
 

@@ -276,58 +276,65 @@ int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t curr
 }                                                                                                  \
                                                                                                    \
 /* One SAF step of n neurons: s = H(g U - k A_own - V_th) with U = scale u, then A_own =        \
- * lam A_own + s (A_own = s at the `first` step, where the reference fires on g U alone); s into \
- * spike; `keep`: g U - k A_own into value_out too. Constants wherever this is inlined. */        \
-ALWAYS_INLINE void saf_step_##SUFFIX(const REAL *restrict u, REAL scale, REAL *restrict own,       \
-                                     REAL lam, REAL *restrict spike, REAL *restrict value_out,     \
-                                     REAL g, int gain_is_one, REAL k, REAL v_th, int strict,       \
-                                     int64_t n, const int first, const int keep) {                 \
+ * lam A_own + s from own_in into own_out (which may be own_in), or A_own = s at the `first`      \
+ * step (no own_in: the reference fires on g U alone); s into spike; `keep`: g U - k A_own into    \
+ * value_out too. Constants wherever this is inlined. */                                           \
+ALWAYS_INLINE void saf_step_##SUFFIX(const REAL *restrict u, REAL scale, const REAL *own_in,       \
+                                     REAL *own_out, REAL lam, REAL *restrict spike,                \
+                                     REAL *restrict value_out, REAL g, int gain_is_one, REAL k,    \
+                                     REAL v_th, int strict, int64_t n, const int first,            \
+                                     const int keep) {                                             \
     for (int64_t i = 0; i < n; i++) {                                                              \
         REAL value = scale * u[i];                                                                 \
         value = gain_is_one ? value : g * value;                                                   \
-        if (!first) value = value - k * own[i];                                                    \
+        if (!first) value = value - k * own_in[i];                                                 \
         if (keep) value_out[i] = value;                                                            \
         const REAL s = FIRES(value, v_th, strict) ? (REAL)1 : (REAL)0;                             \
         spike[i] = s;                                                                              \
-        own[i] = first ? s : lam * own[i] + s;                                                     \
+        own_out[i] = first ? s : lam * own_in[i] + s;                                              \
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* SAF steps of N neurons from no spike at all, the sums A_j written to acc[j] (one array of N   \
- * per leak j): for each of `steps` steps, U = scales[t] u (u: the unit value of a static        \
- * input's current), s = H(g U - k A_own - V_th), A_j = lam_j A_j + s (A_j = s at the first      \
- * step); counts (NULL: none) gains s; last (NULL: none) gets the last step's g U - k A_own. */  \
+/* SAF steps of N neurons, the sums A_j (one array of N per leak j) from acc_in (NULL: no spike \
+ * yet) into acc_out (an array may be its acc_in one): for each of `steps` steps, U = scales[t] \
+ * u (the unit value of a static input's current, or one step's U_hat with scale 1), s = H(g U  \
+ * - k A_own - V_th), A_j = lam_j A_j + s (A_j = s without acc_in); counts (NULL: none) gains s; \
+ * last (NULL: none) gets the last step's g U - k A_own, spikes (NULL: none) its s. */            \
 void saf_steps_##SUFFIX(const REAL *u, const double *scales, int64_t steps, const double *leak,   \
-                        int64_t leaks, int64_t own, REAL **acc, double gain, int gain_is_one,      \
-                        double k, double v_th, int strict, REAL *counts, REAL *last, int64_t N,    \
-                        int threads) {                                                             \
+                        int64_t leaks, int64_t own, const REAL **acc_in, REAL **acc_out,           \
+                        double gain, int gain_is_one, double k, double v_th, int strict,           \
+                        REAL *counts, REAL *last, REAL *spikes, int64_t N, int threads) {          \
     const REAL g = (REAL)gain, reset = (REAL)k, threshold = (REAL)v_th, lam = (REAL)leak[own];     \
     _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
     for (int64_t first = 0; first < N; first += CHUNK) {                                           \
         const int64_t n = min64(CHUNK, N - first);                                                 \
-        REAL spike[CHUNK];                                                                         \
-        REAL *own_row = acc[own] + first;                                                          \
+        REAL spike_buffer[CHUNK];                                                                  \
+        REAL *spike = spikes && steps == 1 ? spikes + first : spike_buffer;                        \
+        REAL *own_out = acc_out[own] + first;                                                      \
         for (int64_t t = 0; t < steps; t++) {                                                      \
             const REAL scale = (REAL)scales[t];                                                    \
+            const int fresh = t == 0 && !acc_in;  /* no sums yet */                                \
+            const REAL *own_in = t ? own_out : (acc_in ? acc_in[own] + first : NULL);              \
             REAL *value_out = last && t == steps - 1 ? last + first : NULL;                        \
-            if (t == 0 && value_out)                                                               \
-                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, value_out, g, gain_is_one, \
-                                  reset, threshold, strict, n, 1, 1);                              \
-            else if (t == 0)                                                                       \
-                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, NULL, g, gain_is_one,     \
-                                  reset, threshold, strict, n, 1, 0);                              \
+            if (fresh && value_out)                                                                \
+                saf_step_##SUFFIX(u + first, scale, own_in, own_out, lam, spike, value_out, g,     \
+                                  gain_is_one, reset, threshold, strict, n, 1, 1);                 \
+            else if (fresh)                                                                        \
+                saf_step_##SUFFIX(u + first, scale, own_in, own_out, lam, spike, NULL, g,          \
+                                  gain_is_one, reset, threshold, strict, n, 1, 0);                 \
             else if (value_out)                                                                    \
-                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, value_out, g, gain_is_one, \
-                                  reset, threshold, strict, n, 0, 1);                              \
+                saf_step_##SUFFIX(u + first, scale, own_in, own_out, lam, spike, value_out, g,     \
+                                  gain_is_one, reset, threshold, strict, n, 0, 1);                 \
             else                                                                                   \
-                saf_step_##SUFFIX(u + first, scale, own_row, lam, spike, NULL, g, gain_is_one,     \
-                                  reset, threshold, strict, n, 0, 0);                              \
+                saf_step_##SUFFIX(u + first, scale, own_in, own_out, lam, spike, NULL, g,          \
+                                  gain_is_one, reset, threshold, strict, n, 0, 0);                 \
             for (int64_t j = 0; j < leaks; j++) {  /* the sums with other leaks */                 \
                 if (j == own) continue;                                                            \
-                REAL *restrict row = acc[j] + first;                                               \
+                REAL *row = acc_out[j] + first;                                                    \
+                const REAL *in = t ? row : (acc_in ? acc_in[j] + first : NULL);                    \
                 const REAL other = (REAL)leak[j];                                                  \
-                if (t == 0) memcpy(row, spike, (size_t)n * sizeof(REAL));                          \
-                else for (int64_t i = 0; i < n; i++) row[i] = other * row[i] + spike[i];           \
+                if (!in) memcpy(row, spike, (size_t)n * sizeof(REAL));                             \
+                else for (int64_t i = 0; i < n; i++) row[i] = other * in[i] + spike[i];            \
             }                                                                                      \
             if (counts) for (int64_t i = 0; i < n; i++) counts[first + i] = counts[first + i] + spike[i]; \
         }                                                                                          \

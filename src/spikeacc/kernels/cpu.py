@@ -106,8 +106,8 @@ def library() -> ctypes.CDLL | None:
         getattr(lib, f"lif_forward_{suffix}").argtypes = [params, pointer, i64, pointer, i64, i64, i32]
         getattr(lib, f"lif_backward_{suffix}").argtypes = [params, pointer, i64, pointer, pointer, i64, i64, i32]
         getattr(lib, f"lif_backward_{suffix}").restype = i32
-        getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, f64, i32,
-                                                        f64, f64, i32, pointer, pointer, i64, i32]
+        getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, pointer,
+                                                        f64, i32, f64, f64, i32, pointer, pointer, pointer, i64, i32]
         getattr(lib, f"saf_last_backward_{suffix}").argtypes = [pointer, pointer, pointer, f64, i32, f64, f64, i32,
                                                                 f64, i64, i32]
         getattr(lib, f"pack_bits_{suffix}").argtypes = [pointer, pointer, i64, i32]
@@ -181,23 +181,29 @@ def _doubles(values: list[float]):
 
 
 def saf_steps(unit: torch.Tensor, scales: list[float], leaks: list[float], own: int, gain: float, reset: float,
-              v_th: float, strict: bool, counts: torch.Tensor | None = None, last: torch.Tensor | None = None
-              ) -> list[torch.Tensor]:
-    """``len(scales)`` SAF steps of the neurons of ``unit`` [B, ...] from no spike at all
-    (cpu.c ``saf_steps``): step t fires s = H(g U - reset A_own - V_th) on U = scales[t]
-    unit (methods.saf: a static input's U_hat[t] = c[t] (W x + b)), then A_j = leaks[j]
-    A_j + s (``own``: the index of the neuron's own leak); g = ``gain`` (1: no input decay).
-    Returns every A_j after the last step, each [B, ...]. ``counts`` [B, ...] gains every
-    s; ``last`` [B, ...] gets the last step's g U - reset A_own (None: neither kept)."""
+              v_th: float, strict: bool, previous: list[torch.Tensor] | None = None,
+              counts: torch.Tensor | None = None, last: torch.Tensor | None = None,
+              spikes: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """``len(scales)`` SAF steps of the neurons of ``unit`` [B, ...] (cpu.c ``saf_steps``):
+    step t fires s = H(g U - reset A_own - V_th) on U = scales[t] unit (methods.saf: a static
+    input's U_hat[t] = c[t] (W x + b), or one step's U_hat with scale 1), then A_j =
+    leaks[j] A_j + s, from the sums ``previous`` (one per leak; None: no spike yet, A_j = s);
+    ``own``: the index of the neuron's own leak; g = ``gain`` (1: no input decay). Returns
+    the sums after the last step, new tensors [B, ...]. ``counts`` [B, ...] gains every s;
+    ``last`` gets the last step's g U - reset A_own, ``spikes`` (one step) its s (None: not kept)."""
     unit = unit.contiguous()
-    if any(t is not None and not t.is_contiguous() for t in (counts, last)):
-        raise ValueError("saf_steps writes into contiguous tensors")
+    if any(t is not None and not t.is_contiguous() for t in (counts, last, spikes, *(previous or ()))):
+        raise ValueError("saf_steps reads and writes contiguous tensors")
     sums = [torch.empty_like(unit) for _ in leaks]
     _function("saf_steps", unit)(unit.data_ptr(), _doubles(scales), len(scales), _doubles(leaks), len(leaks), own,
-                                 (ctypes.c_void_p * len(sums))(*(a.data_ptr() for a in sums)), gain, gain == 1.0,
-                                 reset, v_th, strict, _pointer(counts), _pointer(last), unit.numel(),
-                                 torch.get_num_threads())
+                                 None if previous is None else _pointers(previous), _pointers(sums), gain,
+                                 gain == 1.0, reset, v_th, strict, _pointer(counts), _pointer(last), _pointer(spikes),
+                                 unit.numel(), torch.get_num_threads())
     return sums
+
+
+def _pointers(tensors: list[torch.Tensor]):
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
 
 def saf_last_backward(value: torch.Tensor, grad: torch.Tensor, v_th: float, surrogate: str, alpha: float,

@@ -74,9 +74,16 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
         publish(sums, source, leaks, passes, None, lambda lam: accumulation_weight(lam, t + 1))
 
     emit(program.input, x_t)
+    native = not torch.is_grad_enabled() and not compiled and kernels.native(x_t)
     spikes = []
     for site in program.sites if sites is None else sites:
         lam, neuron = leaks.site[site.index], site.module
+        fused = fused_step(program, ctx, leaks, site, passes[lam], previous) if native else None
+        if fused is not None:
+            sums.update(fused[0])
+            publish(sums, site.index, leaks, passes, None)
+            spikes.append(fused[1])
+            continue
         u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
         if neuron.decay_input:
             u_hat = (1.0 - lam) * u_hat
@@ -91,6 +98,27 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
         emit(site.index, spike_t)
         spikes.append(spike_t)
     return sums, spikes
+
+
+def fused_step(program: Program, ctx: CallContext, leaks: Leaks, site: Site, step_pass: Pass, previous: Sums
+               ) -> tuple[Sums, torch.Tensor] | None:
+    """``saf_step``'s neuron update of one site without a graph in one C call (the same sums
+    and spikes bit for bit): its sums A[t] per leak and its spikes s[t], or None where the
+    kernel does not take its current (a static input's unit value that is not float32 or
+    float64). A current of input-only ops is c[t] (W x + b), read from the unit value."""
+    lam = leaks.site[site.index]
+    kernel = SiteKernel.of(site, leaks, 1, False)
+    if site.input in program.input_only and step_pass.input_scale is not None:
+        current, scale = ctx.unit_value(program, site.input), step_pass.input_scale
+        if not kernels.native(current):
+            return None
+    else:
+        current, scale = state_precision(step_pass.take(site.input)), 1.0
+    previous_sums = [previous[(site.index, leak)] for leak in kernel.leaks] if (site.index, lam) in previous else None
+    spike = torch.empty_like(current)
+    site_sums = kernels.cpu.saf_steps(current, [scale], kernel.leaks, kernel.own, kernel.gain, kernel.reset,
+                                      kernel.v_th, kernel.strict, previous_sums, spikes=spike)
+    return dict(zip(((site.index, leak) for leak in kernel.leaks), site_sums)), spike
 
 
 @torch.no_grad()
@@ -158,8 +186,9 @@ def scaled_input_sums(ctx: CallContext, leaks: Leaks, steps: int) -> Sums:
 
 
 @dataclass(frozen=True)
-class WholeSite:
-    """What the C kernel needs of one of ``whole_sites``, after ``steps`` steps."""
+class SiteKernel:
+    """What the C kernel (``kernels.cpu.saf_steps``) needs of one site's neurons for
+    ``steps`` steps from rest (``fused_step``: one step, its scale given there)."""
 
     steps: int
     scales: list[float]  # c[t], t = 1..steps
@@ -174,7 +203,7 @@ class WholeSite:
     sr_surrogate: bool
 
     @classmethod
-    def of(cls, site: Site, leaks: Leaks, steps: int, sr_surrogate: bool) -> "WholeSite":
+    def of(cls, site: Site, leaks: Leaks, steps: int, sr_surrogate: bool) -> "SiteKernel":
         lam, neuron = leaks.site[site.index], site.module
         site_leaks = sorted(leaks.of_source[site.index])
         return cls(steps, [accumulation_weight(lam, t + 1) for t in range(steps)], site_leaks, site_leaks.index(lam),
@@ -185,7 +214,7 @@ class WholeSite:
             ) -> list[torch.Tensor]:
         """The sums after all steps, one per leak, each [B, ...] (``kernels.cpu.saf_steps``)."""
         return kernels.cpu.saf_steps(unit, self.scales, self.leaks, self.own, self.gain, self.reset, self.v_th,
-                                     self.strict, counts, last)
+                                     self.strict, counts=counts, last=last)
 
 
 class _FusedSite(torch.autograd.Function):
@@ -197,7 +226,7 @@ class _FusedSite(torch.autograd.Function):
         dL/du = c[T] g 1[0 <= g c[T] u <= c[T] V_th] dL/ds."""
 
     @staticmethod
-    def forward(ctx, unit: torch.Tensor, site: WholeSite) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(ctx, unit: torch.Tensor, site: SiteKernel) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         last = torch.empty_like(unit)  # [B, ...]
         sums = site.run(unit, last=last)
         ctx.save_for_backward(unit, last)
@@ -224,7 +253,7 @@ def fused_trajectory(program: Program, ctx: CallContext, leaks: Leaks, site: Sit
     step for each of its leaks (the last step differentiable where a gradient is wanted:
     ``_FusedSite``), and with ``count`` its spikes per sample ([B])."""
     unit = ctx.unit_value(program, site.input)  # W x + b, [B, ...]
-    whole = WholeSite.of(site, leaks, steps, sr_surrogate)
+    whole = SiteKernel.of(site, leaks, steps, sr_surrogate)
     counts = torch.zeros_like(unit) if count else None
     if torch.is_grad_enabled() and unit.requires_grad:
         site_sums = _FusedSite.apply(unit, whole)
