@@ -427,9 +427,9 @@ def ottt_group(build: Build, T: int, batch: Batch, peers: dict[str, SimpleNamesp
     return Group("ottt", "mlp", T, len(x), contenders)
 
 
-def ann_group(build: Build, T: int, batch: Batch) -> Group:
+def ann_group(build: Build, T: int, batch: Batch, model: str = "mlp") -> Group:
     net, (x, y) = build(), batch
-    return Group("saf-f vs ann", "mlp", T, len(x),
+    return Group("saf-f vs ann", model, T, len(x),
                  [spikeacc_method("saf-f", copy.deepcopy(net), T, x, y), same_size_ann(net, x, y)])
 
 
@@ -466,13 +466,14 @@ Key = tuple[str, str, int, str, str]  # comparison, model, T, library, method
 
 @dataclass(frozen=True)
 class Ratio:
-    """A figure of the issue: record[numerator][key] / record[denominator][key] <= limit."""
+    """A figure of the issue: record[numerator][key] / record[denominator][key] <= limit
+    (None: reported without a target)."""
 
     name: str
     numerator: Key
     denominator: Key
     key: str
-    limit: float
+    limit: float | None = None
 
 
 RATIOS = [

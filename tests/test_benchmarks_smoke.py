@@ -70,3 +70,18 @@ def test_gpu_command_without_cuda_says_so_and_measures_nothing(capsys):
         pytest.skip("a GPU is present: python -m benchmarks gpu measures it")
     assert main(["gpu"]) == 0
     assert "no CUDA device: nothing measured" in capsys.readouterr().out
+
+
+def test_floor_quick_writes_every_target_of_issue_19(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "floor", "--quick", "--threads", "1", "--out",
+                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads((tmp_path / "floor.json").read_text())
+    names = [t["name"] for t in payload["targets"]]
+    assert len(names) == 6 and all(t["measured"] > 0 for t in payload["targets"])  # the peers are installed here
+    for part in ("SAF-F step / same-size ANN step, mlp T=8", "SAF-F step / same-size ANN step, mlp T=32",
+                 "BPTT step, ConvNet T=4", "BPTT step, ConvNet T=8", "BPTT peak memory", "Linear + LIF"):
+        assert any(name.startswith(part) for name in names), part
+    assert any(line.startswith("SAF-F step / same-size ANN step, conv T=8") for line in payload["reported"])
+    assert f"Machine: {payload['machine']['cpu']}" in (tmp_path / "floor.md").read_text()

@@ -51,11 +51,12 @@ def scaled(net: nn.Module, factor: float = 3.0) -> nn.Module:
     return net
 
 
-def trajectories(net: nn.Module, x: torch.Tensor, steps: int) -> dict[str, tuple]:
-    """(sums, counts) of ``accumulated_trajectory`` on the C path and on the reference."""
+def trajectories(net: nn.Module, x: torch.Tensor, steps: int, fused_mode: str = "auto") -> dict[str, tuple]:
+    """(sums, counts) of ``accumulated_trajectory`` on the kernels of ``kernels.mode``
+    ``fused_mode`` ("auto": C, "all": Triton) and on the reference ("off")."""
     program = graph.of(net)
     results = {}
-    for mode in ("auto", "off"):
+    for mode in (fused_mode, "off"):
         previous, kernels.mode = kernels.mode, mode
         try:
             ctx = CallContext(x.shape[0], x)
@@ -66,10 +67,10 @@ def trajectories(net: nn.Module, x: torch.Tensor, steps: int) -> dict[str, tuple
     return results
 
 
-def assert_same_trajectory(net: nn.Module, x: torch.Tensor, steps: int) -> None:
+def assert_same_trajectory(net: nn.Module, x: torch.Tensor, steps: int, fused_mode: str = "auto") -> None:
     """Every site's sums and counts bit for bit; the input's sums, which nothing reads but as
     the carrier of the input-only values' scale (``scaled_input_sums``), to rounding."""
-    fused, reference = trajectories(net, x, steps).values()
+    fused, reference = trajectories(net, x, steps, fused_mode).values()
     assert fused[0].keys() == reference[0].keys()
     for key in reference[0]:
         if key[0] == graph.of(net).input:

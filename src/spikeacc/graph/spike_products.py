@@ -11,13 +11,16 @@ elsewhere.
 """
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
 
-CHUNK_BYTES = 1 << 20  # unpacked input per chunk of the weight gradient (a multiple of 8)
+CHUNK_BYTES = 1 << 19  # unpacked input per chunk of the weight gradient (a multiple of 8)
 _BIT = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
@@ -35,20 +38,30 @@ def pack(spikes: torch.Tensor) -> torch.Tensor:
     return bits
 
 
-def unpack(bits: torch.Tensor, like: torch.Tensor, start: int, count: int) -> torch.Tensor:
-    """Elements start..start+count-1 (start a multiple of 8) as 0/1 values of ``like``'s
-    dtype (any float type) on its device, [count]."""
-    if kernels.native(like):
-        return kernels.cpu.unpack_bits(bits, like, start, count)
-    part = bits[start // 8:(start + count + 7) // 8]
+def unpack(bits: torch.Tensor, out: torch.Tensor, start: int) -> torch.Tensor:
+    """Elements start..start+numel-1 (start a multiple of 8) as 0/1 values into ``out``
+    (contiguous, any float type), which is returned."""
+    if kernels.native(out):
+        return kernels.cpu.unpack_bits(bits, out, start)
+    part = bits[start // 8:(start + out.numel() + 7) // 8]
     values = (part.unsqueeze(1) & _BIT.to(part.device)) != 0  # [bytes, 8]
-    return values.reshape(-1)[:count].to(like.dtype)
+    return out.copy_(values.reshape(-1)[:out.numel()].view(out.shape))
 
 
-def chunk_rows(row_elements: int, element_bytes: int) -> int:
-    """Samples per chunk of the weight gradient: about CHUNK_BYTES unpacked, a multiple of 8
-    (so that every chunk starts on a byte)."""
-    return max(8, CHUNK_BYTES // max(1, row_elements * element_bytes) // 8 * 8)
+def chunked_sum(bits: torch.Tensor, samples: int, sample_shape: tuple[int, ...], like: torch.Tensor,
+                term: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """sum over chunks of samples of term(first, count, x[first:first + count]), x the
+    packed spikes [samples, *sample_shape] unpacked a chunk at a time into one buffer of
+    about CHUNK_BYTES (``like``'s dtype; chunks of a multiple of 8 samples start on a byte)."""
+    sample = math.prod(sample_shape)
+    step = max(8, CHUNK_BYTES // max(1, sample * like.element_size()) // 8 * 8)
+    buffer = like.new_empty(min(step, samples) * sample)
+    total = None
+    for first in range(0, samples, step):
+        count = min(step, samples - first)
+        part = term(first, count, unpack(bits, buffer[:count * sample], first * sample).view(count, *sample_shape))
+        total = part if total is None else total.add_(part)
+    return total
 
 
 class _SpikeLinear(torch.autograd.Function):
@@ -66,17 +79,12 @@ class _SpikeLinear(torch.autograd.Function):
         bits, weight = ctx.saved_tensors
         features, product = ctx.shape[-1], weight.to(grad.dtype)  # autocast: the products' precision
         grad_rows = grad.reshape(-1, grad.shape[-1])  # [rows, out]
-        grad_x = (grad_rows @ product).view(ctx.shape).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(product)
-            step = chunk_rows(features, product.element_size())
-            for first in range(0, grad_rows.shape[0], step):
-                rows = min(step, grad_rows.shape[0] - first)
-                x_part = unpack(bits, grad, first * features, rows * features).view(rows, features)
-                grad_weight.addmm_(grad_rows[first:first + rows].t(), x_part)
-            grad_weight = grad_weight.to(weight.dtype)
+        if ctx.needs_input_grad[1]:  # first: its chunks are freed before dL/dx exists
+            grad_weight = chunked_sum(bits, grad_rows.shape[0], (features,), grad, lambda first, rows, x_part: (
+                grad_rows[first:first + rows].t() @ x_part)).to(weight.dtype)
         grad_bias = grad_rows.sum(0) if ctx.needs_input_grad[2] else None
+        grad_x = (grad_rows @ product).view(ctx.shape).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_weight, grad_bias
 
 
@@ -103,17 +111,12 @@ class _SpikeConv(torch.autograd.Function):
         m, shape, product = ctx.module, ctx.shape, weight.to(grad.dtype)  # autocast: the products' precision
         grad_input, grad_of_weight = _CONV_GRADS[len(shape) - 2]
         settings = (m.stride, m.padding, m.dilation, m.groups)
-        grad_x = grad_input(shape, product, grad, *settings).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         grad_weight = None
-        if ctx.needs_input_grad[1]:
-            sample, grad_weight = shape[1:].numel(), torch.zeros_like(product)
-            step = chunk_rows(sample, product.element_size())
-            for first in range(0, shape[0], step):
-                count = min(step, shape[0] - first)
-                x_part = unpack(bits, grad, first * sample, count * sample).view(count, *shape[1:])
-                grad_weight += grad_of_weight(x_part, weight.shape, grad[first:first + count], *settings)
-            grad_weight = grad_weight.to(weight.dtype)
+        if ctx.needs_input_grad[1]:  # first: its chunks are freed before dL/dx exists
+            grad_weight = chunked_sum(bits, shape[0], shape[1:], grad, lambda first, count, x_part: grad_of_weight(
+                x_part, weight.shape, grad[first:first + count], *settings)).to(weight.dtype)
         grad_bias = grad.sum([d for d in range(grad.dim()) if d != 1]) if ctx.needs_input_grad[2] else None
+        grad_x = grad_input(shape, product, grad, *settings).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_weight, grad_bias, None
 
 

@@ -1,6 +1,7 @@
 """Fused kernels for the neurons' time loops: Triton kernels for CUDA tensors (``lif.py``:
-multi-step LIF, ``first_spike.py``: the single-spike first crossing) and C kernels for CPU
-tensors (``cpu.py``, ``cpu.c``: the LIF window and SAF's neuron steps).
+multi-step LIF, ``first_spike.py``: the single-spike first crossing, ``saf.py``: SAF's
+neuron steps) and C kernels for CPU tensors (``cpu.py``, ``cpu.c``: the LIF window, SAF's
+neuron steps, spikes as bits).
 
 Which tensors take a kernel is decided by ``mode``:
 
@@ -48,6 +49,21 @@ def wanted(tensor: torch.Tensor) -> bool:
 def native(tensor: torch.Tensor) -> bool:
     """Does ``tensor`` go through a C kernel (``cpu.py``) under the current ``mode``?"""
     return _checked_mode() == "auto" and cpu.available(tensor)
+
+
+def saf_fused(tensor: torch.Tensor) -> bool:
+    """Do SAF's neuron steps on ``tensor`` run in a kernel: C (float32, float64) or Triton
+    (float32, ``saf.py``)?"""
+    return native(tensor) or (tensor.dtype == torch.float32 and wanted(tensor))
+
+
+def saf_steps(unit: torch.Tensor, *args, **kwargs) -> list[torch.Tensor]:
+    """``cpu.saf_steps`` or its Triton twin ``saf.saf_steps``, whichever takes ``unit``
+    (``saf_fused``)."""
+    if native(unit):
+        return cpu.saf_steps(unit, *args, **kwargs)
+    from .saf import saf_steps as triton_saf_steps  # imports triton: only once a kernel runs
+    return triton_saf_steps(unit, *args, **kwargs)
 
 
 @functools.cache

@@ -227,9 +227,10 @@ def pack_bits(spikes: torch.Tensor) -> torch.Tensor:
     return bits
 
 
-def unpack_bits(bits: torch.Tensor, like: torch.Tensor, start: int, count: int) -> torch.Tensor:
-    """Elements start..start+count-1 (start a multiple of 8) of ``pack_bits``' tensor as 0/1
-    values of ``like``'s dtype, [count]."""
-    values = torch.empty(count, dtype=like.dtype)
-    _function("unpack_bits", values)(bits[start // 8:].data_ptr(), values.data_ptr(), count, torch.get_num_threads())
-    return values
+def unpack_bits(bits: torch.Tensor, out: torch.Tensor, start: int) -> torch.Tensor:
+    """Elements start..start+numel-1 (start a multiple of 8) of ``pack_bits``' tensor as 0/1
+    values into ``out`` (contiguous), which is returned."""
+    if not out.is_contiguous():
+        raise ValueError("unpack_bits writes into a contiguous tensor")
+    _function("unpack_bits", out)(bits[start // 8:].data_ptr(), out.data_ptr(), out.numel(), torch.get_num_threads())
+    return out

@@ -40,7 +40,7 @@ from .. import compiling, kernels
 from ..graph import Bias, CallContext, Pass, Program, Site
 from ..neurons import accumulation_weight
 from ..neurons.lif import LIF
-from ..neurons.surrogate import fire, state_precision
+from ..neurons.surrogate import derivative, fire, state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
 
@@ -74,7 +74,7 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
         publish(sums, source, leaks, passes, None, lambda lam: accumulation_weight(lam, t + 1))
 
     emit(program.input, x_t)
-    native = not torch.is_grad_enabled() and not compiled and kernels.native(x_t)
+    native = not torch.is_grad_enabled() and not compiled and kernels.saf_fused(x_t)
     spikes = []
     for site in program.sites if sites is None else sites:
         lam, neuron = leaks.site[site.index], site.module
@@ -105,19 +105,20 @@ def fused_step(program: Program, ctx: CallContext, leaks: Leaks, site: Site, ste
     """``saf_step``'s neuron update of one site without a graph in one C call (the same sums
     and spikes bit for bit): its sums A[t] per leak and its spikes s[t], or None where the
     kernel does not take its current (a static input's unit value that is not float32 or
-    float64). A current of input-only ops is c[t] (W x + b), read from the unit value."""
+    float64 in C, float32 in Triton). A current of input-only ops is c[t] (W x + b), read
+    from the unit value."""
     lam = leaks.site[site.index]
     kernel = SiteKernel.of(site, leaks, 1, False)
     if site.input in program.input_only and step_pass.input_scale is not None:
         current, scale = ctx.unit_value(program, site.input), step_pass.input_scale
-        if not kernels.native(current):
+        if not kernels.saf_fused(current):
             return None
     else:
         current, scale = state_precision(step_pass.take(site.input)), 1.0
     previous_sums = [previous[(site.index, leak)] for leak in kernel.leaks] if (site.index, lam) in previous else None
     spike = torch.empty_like(current)
-    site_sums = kernels.cpu.saf_steps(current, [scale], kernel.leaks, kernel.own, kernel.gain, kernel.reset,
-                                      kernel.v_th, kernel.strict, previous_sums, spikes=spike)
+    site_sums = kernels.saf_steps(current, [scale], kernel.leaks, kernel.own, kernel.gain, kernel.reset,
+                                  kernel.v_th, kernel.strict, previous_sums, spikes=spike)
     return dict(zip(((site.index, leak) for leak in kernel.leaks), site_sums)), spike
 
 
@@ -164,12 +165,12 @@ def whole_sites(program: Program, ctx: CallContext) -> list[Site]:
     """The sites whose trajectory is one element-wise recurrence over one tensor: under a
     static input (once per call) every value before such a site is computed once, so
     U_hat[t] = c[t] (W x + b) (W x + b: ``ctx.unit_value``); no other site reads its spikes;
-    and its current is a CPU tensor the C kernels take (``kernels.native``)."""
+    and its current is a tensor a kernel takes (``kernels.saf_fused``: C or Triton)."""
     if ctx.static_input is None:
         return []
     read = set().union(*(program.sources_of[site.input] for site in program.sites))
     return [site for site in program.sites if site.input in program.input_only and site.index not in read
-            and kernels.native(ctx.unit_value(program, site.input))]
+            and kernels.saf_fused(ctx.unit_value(program, site.input))]
 
 
 def reads_raw_input(program: Program) -> bool:
@@ -212,8 +213,8 @@ class SiteKernel:
 
     def run(self, unit: torch.Tensor, counts: torch.Tensor | None = None, last: torch.Tensor | None = None
             ) -> list[torch.Tensor]:
-        """The sums after all steps, one per leak, each [B, ...] (``kernels.cpu.saf_steps``)."""
-        return kernels.cpu.saf_steps(unit, self.scales, self.leaks, self.own, self.gain, self.reset, self.v_th,
+        """The sums after all steps, one per leak, each [B, ...] (``kernels.saf_steps``)."""
+        return kernels.saf_steps(unit, self.scales, self.leaks, self.own, self.gain, self.reset, self.v_th,
                                      self.strict, counts=counts, last=last)
 
 
@@ -239,11 +240,14 @@ class _FusedSite(torch.autograd.Function):
         unit, last = ctx.saved_tensors
         site, c_T = ctx.site, ctx.site.scales[-1]
         grad_spike = sum(grad_sums[1:], grad_sums[0])
-        if not site.sr_surrogate:
+        if not site.sr_surrogate and kernels.native(last):
             return kernels.cpu.saf_last_backward(last, grad_spike, site.v_th, site.surrogate, site.alpha, site.gain,
                                                  c_T), None
-        u_hat = c_T * unit if site.gain == 1.0 else site.gain * (c_T * unit)
-        grad = grad_spike * ((u_hat >= 0.0) & (u_hat <= c_T * site.v_th))
+        if site.sr_surrogate:
+            u_hat = c_T * unit if site.gain == 1.0 else site.gain * (c_T * unit)
+            grad = grad_spike * ((u_hat >= 0.0) & (u_hat <= c_T * site.v_th))
+        else:
+            grad = derivative(site.surrogate, last - site.v_th, site.alpha).mul_(grad_spike)
         return (grad if site.gain == 1.0 else grad * site.gain) * c_T, None
 
 
