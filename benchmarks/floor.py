@@ -55,22 +55,23 @@ QUICK = Sizes(16, (2, 4), 5, 3, 8, 2, (5, 10), 10)
 
 
 def ratios(sizes: Sizes) -> list[peers.Ratio]:
-    step = "step_median_s"
-    found = [peers.Ratio(f"SAF-F step / same-size ANN step, {model} T={T}", ("saf-f vs ann", model, T, "spikeacc", "saf-f"),
-                   ("saf-f vs ann", model, T, "torch", "ann"), step, limit if model == "mlp" else None)
-             for model in ("mlp", "conv") for T, limit in ((8, 1.2), (32, 1.3))]
-    found += [peers.Ratio(f"BPTT step, ConvNet T={T}, spikeacc / SpikingJelly", ("bptt", "conv", T, "spikeacc", "bptt"),
-                    ("bptt", "conv", T, "spikingjelly", "bptt"), step, 0.5) for T in (4, 8)]
-    memory = ("bptt memory", "mlp", 32)
-    found += [peers.Ratio("BPTT peak memory of loss and gradient, MLP T=32, spikeacc / snnTorch", (*memory, "spikeacc", "bptt"),
-                    (*memory, "snntorch", "bptt"), "peak_grad_bytes", 0.5),
-              peers.Ratio("BPTT peak memory of loss and gradient, MLP T=32, spikeacc with float spikes / snnTorch",
-                    (*memory, "spikeacc", "bptt (float spikes)"), (*memory, "snntorch", "bptt"), "peak_grad_bytes")]
-    found += [peers.Ratio(f"Linear + LIF forward and backward / the Linear's, T={T}, {label}",
-                    ("long window", "linear", T, "spikeacc", method), ("long window", "linear", T, "torch", "linear"),
-                    step, 1.4 if T == sizes.target_steps and method == "lif" else None)
-              for T in sizes.long_steps for method, label in (("lif", "C loop"), ("lif, PyTorch loop", "PyTorch loop"))]
-    return found
+    Ratio, step, memory = peers.Ratio, "step_median_s", ("bptt memory", "mlp", 32)
+    ann = [Ratio(f"SAF-F step / same-size ANN step, {model} T={T}", ("saf-f vs ann", model, T, "spikeacc", "saf-f"),
+                 ("saf-f vs ann", model, T, "torch", "ann"), step, limit if model == "mlp" else None)
+           for model in ("mlp", "conv") for T, limit in ((8, 1.2), (32, 1.3))]
+    bptt = [Ratio(f"BPTT step, ConvNet T={T}, spikeacc / SpikingJelly", ("bptt", "conv", T, "spikeacc", "bptt"),
+                  ("bptt", "conv", T, "spikingjelly", "bptt"), step, 0.5) for T in (4, 8)]
+    bptt_memory = [Ratio("BPTT peak memory of loss and gradient, MLP T=32, spikeacc / snnTorch",
+                         (*memory, "spikeacc", "bptt"), (*memory, "snntorch", "bptt"), "peak_grad_bytes", 0.5),
+                   Ratio("BPTT peak memory of loss and gradient, MLP T=32, spikeacc with float spikes / snnTorch",
+                         (*memory, "spikeacc", "bptt (float spikes)"), (*memory, "snntorch", "bptt"),
+                         "peak_grad_bytes")]
+    windows = [Ratio(f"Linear + LIF forward and backward / the Linear's, T={T}, {label}",
+                     ("long window", "linear", T, "spikeacc", method), ("long window", "linear", T, "torch", "linear"),
+                     step, 1.4 if T == sizes.target_steps and method == "lif" else None)
+               for T in sizes.long_steps
+               for method, label in (("lif", "C loop"), ("lif, PyTorch loop", "PyTorch loop"))]
+    return ann + bptt + bptt_memory + windows
 
 
 # --- the comparisons --------------------------------------------------------------------------

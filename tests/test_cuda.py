@@ -180,7 +180,8 @@ def test_saf_kernel_on_cuda_equals_the_reference_on_cpu(model, settings):
     net = MLP(12, [9], 4, neuron=neuron) if model == "mlp" else ConvNet((1, 8, 8), (3, 4), 4, neuron=neuron)
     net = scaled(net, 4.0 if neuron.decay_input else 3.0)
     u = currents_at_threshold(neuron.v_th, 1.0 - neuron.lam if neuron.decay_input else 1.0, torch.float32)
-    for network, x in ((net, torch.rand(5, *net.sample_shape)), (Direct(LIF(**settings), u.numel()), torch.stack([u, 1.5 * u]))):
+    at_threshold = (Direct(LIF(**settings), u.numel()), torch.stack([u, 1.5 * u]))
+    for network, x in ((net, torch.rand(5, *net.sample_shape)), at_threshold):
         results = []
         for device, mode in (("cuda", "auto"), ("cpu", "off")):
             on_device = copy.deepcopy(network).to(device)

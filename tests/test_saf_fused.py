@@ -60,8 +60,8 @@ def trajectories(net: nn.Module, x: torch.Tensor, steps: int, fused_mode: str = 
         previous, kernels.mode = kernels.mode, mode
         try:
             ctx = CallContext(x.shape[0], x)
-            results[mode] = accumulated_trajectory(program, ctx, Leaks(program, own=True), Inputs(x, steps, net, program),
-                                                   steps)
+            inputs = Inputs(x, steps, net, program)
+            results[mode] = accumulated_trajectory(program, ctx, Leaks(program, own=True), inputs, steps)
         finally:
             kernels.mode = previous
     return results

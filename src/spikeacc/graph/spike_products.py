@@ -69,7 +69,8 @@ class _SpikeLinear(torch.autograd.Function):
     dL/dx = g W, dL/dW = sum over chunks of rows g_c^T x_c, dL/db = sum of g over rows."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
+                bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(pack(x), weight)
         ctx.shape, ctx.x_dtype = x.shape, x.dtype
         return F.linear(x, weight, bias)  # under autocast in its precision, as the module

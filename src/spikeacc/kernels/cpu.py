@@ -62,8 +62,8 @@ def _fingerprint(cc: str) -> str:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     cpu = ""
     if Path("/proc/cpuinfo").exists():
-        cpu = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags",
-                                                                                                         "Features"))), "")
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line for line in lines if line.startswith(("flags", "Features"))), "")
     parts = [SOURCE.read_bytes(), cc.encode(), version.encode(), platform.machine().encode(), cpu.encode(),
              " ".join(FLAGS + [str(OPTIONAL_FLAGS)]).encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]

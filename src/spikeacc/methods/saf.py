@@ -102,9 +102,9 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 
 def fused_step(program: Program, ctx: CallContext, leaks: Leaks, site: Site, step_pass: Pass, previous: Sums
                ) -> tuple[Sums, torch.Tensor] | None:
-    """``saf_step``'s neuron update of one site without a graph in one C call (the same sums
-    and spikes bit for bit): its sums A[t] per leak and its spikes s[t], or None where the
-    kernel does not take its current (a static input's unit value that is not float32 or
+    """``saf_step``'s neuron update of one site without a graph in one kernel call, C or
+    Triton (the same sums and spikes bit for bit): its sums A[t] per leak and its spikes
+    s[t], or None where the kernel does not take its current (a static input's unit value that is not float32 or
     float64 in C, float32 in Triton). A current of input-only ops is c[t] (W x + b), read
     from the unit value."""
     lam = leaks.site[site.index]
@@ -129,8 +129,9 @@ def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inp
     """Run SAF without a graph for ``steps`` steps, so that memory does not grow with T: the
     sums after the last step, and (with ``count``) spikes per sample of each site ([B]).
     These are the LIF network's spikes, so Spike Representation uses this too. The sites
-    ``whole_sites`` names run all their steps in one C call (``fused_trajectory``), the
-    others one step at a time (``step_by_step``), the same sums bit for bit."""
+    ``whole_sites`` names run all their steps in one kernel call, C or Triton
+    (``fused_trajectory``), the others one step at a time (``step_by_step``), the same
+    sums bit for bit."""
     whole = [] if compiled or not steps else whole_sites(program, ctx)
     sums, counts = step_by_step(program, ctx, leaks, inputs, steps, [s for s in program.sites if s not in whole],
                                 compiled, count)
@@ -188,7 +189,7 @@ def scaled_input_sums(ctx: CallContext, leaks: Leaks, steps: int) -> Sums:
 
 @dataclass(frozen=True)
 class SiteKernel:
-    """What the C kernel (``kernels.cpu.saf_steps``) needs of one site's neurons for
+    """What the kernels (``kernels.saf_steps``) need of one site's neurons for
     ``steps`` steps from rest (``fused_step``: one step, its scale given there)."""
 
     steps: int
@@ -219,7 +220,7 @@ class SiteKernel:
 
 
 class _FusedSite(torch.autograd.Function):
-    """A whole site's steps in one C call, the last one differentiable as ``saf_step``'s:
+    """A whole site's steps in one kernel call, the last one differentiable as ``saf_step``'s:
     with x = g c[T] u - rho V_th A[T-1] the last fire value (the kernel returns it) and
     dL/ds = sum_j dL/dA_j[T] (A_j[T] = lam_j A_j[T-1] + s[T]),
 
@@ -253,7 +254,7 @@ class _FusedSite(torch.autograd.Function):
 
 def fused_trajectory(program: Program, ctx: CallContext, leaks: Leaks, site: Site, steps: int, count: bool = False,
                      sr_surrogate: bool = False) -> tuple[Sums, torch.Tensor | None]:
-    """``steps`` SAF steps of one of ``whole_sites`` in one C call: its sums after the last
+    """``steps`` SAF steps of one of ``whole_sites`` in one kernel call: its sums after the last
     step for each of its leaks (the last step differentiable where a gradient is wanted:
     ``_FusedSite``), and with ``count`` its spikes per sample ([B])."""
     unit = ctx.unit_value(program, site.input)  # W x + b, [B, ...]
