@@ -29,8 +29,8 @@ from spikeacc import LIF, kernels, methods
 from spikeacc.models import MLP, ConvNet
 
 from . import peers
-from .common import Target, base_parser, machine, machine_line, markdown_table, median, output_dir, setup, \
-    time_round_robin, write_results
+from .common import Target, base_parser, machine, machine_line, markdown_table, median, publish, setup, \
+    time_round_robin
 from .saf_family import IMAGE, N_CLASSES, SEED, random_batch
 
 NAME = "floor"
@@ -39,11 +39,7 @@ MB = 2 ** 20
 
 
 @dataclass(frozen=True)
-class Sizes:
-    hidden: int  # MLP 784-hidden-10
-    channels: tuple[int, int]  # ConvNet
-    mlp_batch: int
-    conv_batch: int
+class Sizes(peers.Sizes):
     features: int  # the long window's Linear(features, features)
     long_batch: int
     long_steps: tuple[int, ...]
@@ -183,18 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = setup(args)
     sizes = QUICK if args.quick else FULL
-    repeats = args.repeats or (1 if args.quick else 21)
-    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+    repeats, warmup = peers.repeats_and_warmup(args)
     load_before = os.getloadavg()
-    found, missing = peers.import_peers()
-    for library, why in missing.items():
-        print(f"[{NAME}] skip {library}: cannot import it ({why})", flush=True)
-    records = []
-    for build_group, build_check in zip(plan(sizes, found, device, torch.float32),
-                                        plan(sizes, found, device, peers.CHECK_DTYPE)):
-        group = build_group()
-        records += peers.measure(group, device, repeats, warmup, check=build_check())
-        print(peers.summary(group, records[-len(group.contenders):]), flush=True)
+    found, _ = peers.available_peers(NAME)
+    records = peers.measure_groups(plan(sizes, found, device, torch.float32),
+                                   plan(sizes, found, device, peers.CHECK_DTYPE), device, repeats, warmup)
     for T in sizes.long_steps:
         records += long_window(sizes, T, device, repeats, warmup)
         print(f"[{NAME}] long window T={T}: " + ", ".join(f"{r['method']} {r['step_median_s'] * 1e3:.1f} ms"
@@ -205,9 +194,4 @@ def main(argv: list[str] | None = None) -> int:
                             "sizes": asdict(sizes)},
                "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
                "results": records, "targets": targets, "reported": reported}
-    json_path, md_path = write_results(output_dir(args), NAME, payload, markdown(payload))
-    print(f"[{NAME}] {machine_line(payload['machine'])}")
-    for line in [t.line() for t in targets] + reported:
-        print(f"[{NAME}] {line}")
-    print(f"[{NAME}] wrote {json_path} and {md_path}")
-    return 0
+    return publish(args, NAME, payload, markdown(payload), [t.line() for t in targets] + reported)
