@@ -1,4 +1,4 @@
-"""SAF's whole-trajectory C path (methods/saf.py ``whole_sites``, ``fused_trajectory``,
+"""SAF's kernels' paths (methods/saf_fused.py ``whole_sites``, ``fused_trajectory``,
 kernels/cpu.c ``saf_steps``) against the step-by-step reference (``saf_step`` in a loop,
 what ``kernels.mode = "off"`` runs): every site's sums after any number of steps and the
 spike counts bit for bit, float64 and float32, for every neuron setting SAF runs, also with
@@ -18,7 +18,8 @@ from spikeacc import LIF, MLP, ConvNet, graph, kernels, methods
 from spikeacc.graph import CallContext
 from spikeacc.methods.base import Inputs
 from spikeacc.methods.online import Leaks
-from spikeacc.methods.saf import accumulated_trajectory, whole_sites
+from spikeacc.methods.saf import accumulated_trajectory
+from spikeacc.methods.saf_fused import whole_sites
 
 SAF_SETTINGS = [dict(), dict(reset="subtract_late"), dict(reset="none"), dict(decay_input=True), dict(tau=math.inf),
                 dict(strict=True), dict(reset="subtract_late", strict=True, tau=4.0), dict(surrogate="atan")]
@@ -221,3 +222,20 @@ def test_where_the_fused_path_does_not_apply(case):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(kernels, "mode", "off")
             assert whole_sites(program, CallContext(6, x)) == []
+
+
+@pytest.mark.parametrize("model", ["one conv site", "conv"])
+def test_channels_last_currents_take_the_fused_paths(model):
+    """Currents in another memory layout (a conv of a channels-last batch): the same sums,
+    and SAF-F the same loss, through the whole-trajectory and the per-step calls."""
+    torch.manual_seed(0)
+    net = ConvNet((1, 8, 8), (3, 4), 4) if model == "conv" else nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), LIF(), nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    net.sample_shape = (1, 8, 8)
+    net = scaled(net).double()
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last)
+    assert len(whole_sites(graph.of(net), CallContext(6, x))) == (1 if model == "one conv site" else 0)
+    assert_same_trajectory(net, x, 7)
+    y = torch.randint(0, 4, (6,))
+    fused, reference = (gradients(net, methods.get("saf-f", T=5), x, y, mode) for mode in ("auto", "off"))
+    assert torch.equal(fused[0], reference[0])

@@ -191,9 +191,9 @@ def saf_steps(unit: torch.Tensor, scales: list[float], leaks: list[float], own: 
     ``own``: the index of the neuron's own leak; g = ``gain`` (1: no input decay). Returns
     the sums after the last step, new tensors [B, ...]. ``counts`` [B, ...] gains every s;
     ``last`` gets the last step's g U - reset A_own, ``spikes`` (one step) its s (None: not kept)."""
-    unit = unit.contiguous()
-    if any(t is not None and not t.is_contiguous() for t in (counts, last, spikes, *(previous or ()))):
-        raise ValueError("saf_steps reads and writes contiguous tensors")
+    unit, previous = unit.contiguous(), None if previous is None else [a.contiguous() for a in previous]
+    if any(t is not None and not t.is_contiguous() for t in (counts, last, spikes)):
+        raise ValueError("saf_steps writes into contiguous tensors")
     sums = [torch.empty_like(unit) for _ in leaks]
     _function("saf_steps", unit)(unit.data_ptr(), _doubles(scales), len(scales), _doubles(leaks), len(leaks), own,
                                  None if previous is None else _pointers(previous), _pointers(sums), gain,
