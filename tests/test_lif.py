@@ -128,6 +128,21 @@ def test_window_at_just_below_and_just_above_the_threshold(settings, current_ste
     window_against_reference(neuron, current, T, window)
 
 
+@pytest.mark.parametrize("current_steps", [7, 1])
+@pytest.mark.parametrize("loss", ["sum", "per-neuron weights"])
+def test_a_gradient_that_is_the_same_at_every_step_is_read_once(loss, current_steps, window):
+    """spikes.sum() or (spikes * w).sum() with w [1, ...] hand the window a gradient expanded
+    over t (stride 0): the same gradient as the reference's."""
+    current, dyn = currents(current_steps), LIF(TAU, V_TH, "atan", ALPHA).dynamics()
+    weights = torch.randn(1, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = []
+    for run in (lambda c: neuron_steps(c.expand(7, 5, 6), dyn), lambda c: lif_window(c, 7, dyn)):
+        spikes = run(current)
+        (grad,) = torch.autograd.grad(spikes.sum() if loss == "sum" else (spikes * weights).sum(), current)
+        grads.append(grad)
+    assert relative_error(grads[1], grads[0]) <= TOLERANCE[torch.float64]
+
+
 def test_float32_windows_equal_the_reference(window):
     window_against_reference(LIF(TAU, V_TH, "atan", ALPHA), currents(9).detach().float().requires_grad_(), 9, window)
 
@@ -195,12 +210,15 @@ def test_learnable_settings_get_gradients_through_the_reference():
 def test_a_shared_current_saves_nothing_over_time(window):
     """A one-step current saves nothing [T, B, ...]: the C kernels only the current (the
     backward recomputes every membrane), the PyTorch loop from T = 8 on h every ~sqrt(T)
-    steps; the spikes the next layer holds are freed once it has read them."""
+    steps; the spikes the next layer holds are freed once it has read them. A current per
+    step saves its membranes [T, B, ...] (the C kernels; as large as the current)."""
     T, current = 32, currents(1)
     spikes = lif_window(current, T, LIF(TAU, V_TH).dynamics())
     saved = [tuple(t.shape) for t in spikes.grad_fn.saved_tensors if t is not None]
     # the PyTorch loop: h at t = 5, 11, ..., 29 (segments of 6), and the current
     assert saved == ([(1, 5, 6)] if window == WINDOWS["c"] else [(5, 5, 6), (1, 5, 6)])
+    per_step = lif_window(currents(T), T, LIF(TAU, V_TH).dynamics())
+    assert [tuple(t.shape) for t in per_step.grad_fn.saved_tensors if t is not None][0] == (T, 5, 6)
 
 
 def test_a_second_backward_with_retain_graph_gives_the_same_gradient(window):

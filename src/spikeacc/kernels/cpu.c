@@ -152,17 +152,18 @@ static void rest_##SUFFIX(const lif_params *p, REAL *v, REAL *spike, int64_t n) 
 }                                                                                                  \
                                                                                                    \
 /* The LIF window forward: current [S, N] (S = 1: the same current at every step) -> spikes      \
- * [T, N]. */                                                                                      \
+ * [T, N], and every membrane h into h_out [T, N] (NULL: none kept). */                            \
 void lif_forward_##SUFFIX(const lif_params *p, const REAL *current, int64_t current_steps,        \
-                          REAL *spikes, int64_t T, int64_t N, int threads) {                       \
+                          REAL *spikes, REAL *h_out, int64_t T, int64_t N, int threads) {          \
     const int64_t stride = current_steps == 1 ? 0 : N;                                             \
     _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
     for (int64_t first = 0; first < N; first += CHUNK) {                                           \
         const int64_t n = min64(CHUNK, N - first);                                                 \
-        REAL v[CHUNK], h[CHUNK], silent[CHUNK];                                                    \
+        REAL v[CHUNK], h_local[CHUNK], silent[CHUNK];                                              \
         REAL *spike = spikes + first;                                                              \
         rest_##SUFFIX(p, v, silent, n);                                                            \
         for (int64_t t = 0; t < T; t++, spike += N) {  /* s[t-1] is the row above */               \
+            REAL *h = h_out ? h_out + t * N + first : h_local;                                     \
             charge_##SUFFIX(p, h, v, t ? spike - N : silent, current + t * stride + first, n);     \
             fire_and_reset_##SUFFIX(p, h, spike, v, n);                                            \
         }                                                                                          \
@@ -200,15 +201,15 @@ static void reverse_step_##SUFFIX(const lif_params *p, const REAL *restrict grad
     }                                                                                              \
 }                                                                                                  \
                                                                                                    \
-/* The backward of neurons [first, first + n), with the membranes recomputed from the current    \
- * (rows `stride` apart: 0 or N): a first pass keeps V and s at the start of every segment of    \
+/* The backward of neurons [first, first + n) for a current [1, N] shared by all steps, the     \
+ * membranes recomputed from it: a first pass keeps V and s at the start of every segment of     \
  * `segment` steps but the first (none when one segment holds all T steps); then, from the last  \
- * segment back, each segment's h is recomputed into scratch and walked in reverse.              \
- * grad_current: [1, N] (the sum over t, stride 0) or [T, N]. */                                   \
-static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t stride,  \
-                                        const REAL *grad_spikes, REAL *grad_current, int64_t T,    \
-                                        int64_t N, int64_t first, int64_t n, REAL *scratch,        \
-                                        int64_t segment) {                                         \
+ * segment back, each segment's h is recomputed into scratch and walked in reverse, dL/dI summed \
+ * over t into grad_current [1, N]. dL/ds rows are grad_stride apart (0: one row for every t). */ \
+static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current,                  \
+                                        const REAL *grad_spikes, int64_t grad_stride,              \
+                                        REAL *grad_current, int64_t T, int64_t first, int64_t n,   \
+                                        REAL *scratch, int64_t segment) {                          \
     REAL grad_next[CHUNK], total[CHUNK], v[CHUNK], spike[CHUNK];                                   \
     REAL *checkpoints = scratch + segment * n;  /* V, s at each segment's start */                 \
     const int64_t last_start = ((T - 1) / segment) * segment;                                      \
@@ -220,7 +221,7 @@ static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current
             memcpy(checkpoints + (t / segment) * 2 * n + n, spike, (size_t)n * sizeof(REAL));      \
         }                                                                                          \
         if (t == last_start) break;                                                                \
-        charge_##SUFFIX(p, scratch, v, spike, current + t * stride + first, n);                    \
+        charge_##SUFFIX(p, scratch, v, spike, current + first, n);                                 \
         fire_and_reset_##SUFFIX(p, scratch, spike, v, n);                                          \
     }                                                                                              \
     for (int64_t start = last_start; start >= 0; start -= segment) {                               \
@@ -229,25 +230,24 @@ static void lif_chunk_backward_##SUFFIX(const lif_params *p, const REAL *current
         memcpy(spike, checkpoints + (start / segment) * 2 * n + n, (size_t)n * sizeof(REAL));      \
         for (int64_t t = start; t < stop; t++) {                                                   \
             REAL *h_t = scratch + (t - start) * n;                                                 \
-            charge_##SUFFIX(p, h_t, v, spike, current + t * stride + first, n);                    \
+            charge_##SUFFIX(p, h_t, v, spike, current + first, n);                                 \
             fire_and_reset_##SUFFIX(p, h_t, spike, v, n);                                          \
         }                                                                                          \
         for (int64_t t = stop - 1; t >= start; t--) {                                              \
-            reverse_step_##SUFFIX(p, grad_spikes + t * N + first, scratch + (t - start) * n, grad_next, n); \
-            if (stride) memcpy(grad_current + t * N + first, grad_next, (size_t)n * sizeof(REAL)); \
-            else for (int64_t i = 0; i < n; i++) total[i] = total[i] + grad_next[i];               \
+            reverse_step_##SUFFIX(p, grad_spikes + t * grad_stride + first, scratch + (t - start) * n, grad_next, n); \
+            for (int64_t i = 0; i < n; i++) total[i] = total[i] + grad_next[i];                    \
         }                                                                                          \
     }                                                                                              \
-    if (!stride) memcpy(grad_current + first, total, (size_t)n * sizeof(REAL));                    \
+    memcpy(grad_current + first, total, (size_t)n * sizeof(REAL));                                 \
 }                                                                                                  \
                                                                                                    \
-/* The LIF window backward from its current [S, N] (S = 1: shared by all T steps): dL/dI, [T, N] \
- * or for a shared current its sum over t, [1, N]; the gain g is applied by the caller. Returns \
- * nonzero if the scratch memory could not be allocated. */                                        \
-int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t current_steps,        \
-                          const REAL *grad_spikes, REAL *grad_current, int64_t T, int64_t N,       \
+/* The LIF window backward for a current [1, N] shared by all T steps, from dL/ds [G, N] (G = 1: \
+ * the same at every step): dL/dI summed over t, [1, N], the membranes recomputed; the gain g is  \
+ * applied by the caller. Returns nonzero if the scratch memory could not be allocated. */        \
+int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, const REAL *grad_spikes,      \
+                          int64_t grad_steps, REAL *grad_current, int64_t T, int64_t N,            \
                           int threads) {                                                           \
-    const int64_t stride = current_steps == 1 ? 0 : N;                                             \
+    const int64_t grad_stride = grad_steps == 1 ? 0 : N;                                           \
     int64_t segment = T, chunk = CHUNK;  /* one segment (no checkpoint pass) while it fits */      \
     while (chunk > MIN_CHUNK && (T + 2) * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) chunk /= 2; \
     if ((T + 2) * chunk * (int64_t)sizeof(REAL) > SCRATCH_BYTES) {  /* ~sqrt(T) steps a segment */  \
@@ -268,11 +268,30 @@ int lif_backward_##SUFFIX(const lif_params *p, const REAL *current, int64_t curr
         _Pragma("omp for schedule(static)")                                                        \
         for (int64_t first = 0; first < N; first += chunk)                                         \
             if (scratch)                                                                           \
-                lif_chunk_backward_##SUFFIX(p, current, stride, grad_spikes, grad_current, T, N, first, \
+                lif_chunk_backward_##SUFFIX(p, current, grad_spikes, grad_stride, grad_current, T, first, \
                                             min64(chunk, N - first), scratch, segment);            \
         free(scratch);                                                                             \
     }                                                                                              \
     return failed;                                                                                 \
+}                                                                                                  \
+                                                                                                   \
+/* The LIF window backward from the membranes h [T, N] its forward kept (a current per step):   \
+ * dL/dI [T, N] from dL/ds [G, N] (G = 1: the same at every step); the gain g is applied by the  \
+ * caller. */                                                                                      \
+void lif_backward_saved_##SUFFIX(const lif_params *p, const REAL *h, const REAL *grad_spikes,     \
+                                 int64_t grad_steps, REAL *grad_current, int64_t T, int64_t N,     \
+                                 int threads) {                                                    \
+    const int64_t grad_stride = grad_steps == 1 ? 0 : N;                                           \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                              \
+    for (int64_t first = 0; first < N; first += CHUNK) {                                           \
+        const int64_t n = min64(CHUNK, N - first);                                                 \
+        REAL grad_next[CHUNK];                                                                     \
+        for (int64_t i = 0; i < n; i++) grad_next[i] = 0;                                          \
+        for (int64_t t = T - 1; t >= 0; t--) {                                                     \
+            reverse_step_##SUFFIX(p, grad_spikes + t * grad_stride + first, h + t * N + first, grad_next, n); \
+            memcpy(grad_current + t * N + first, grad_next, (size_t)n * sizeof(REAL));            \
+        }                                                                                          \
+    }                                                                                              \
 }                                                                                                  \
                                                                                                    \
 /* One SAF step of n neurons: s = H(g U - k A_own - V_th) with U = scale u, then A_own =        \

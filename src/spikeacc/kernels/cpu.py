@@ -103,8 +103,9 @@ def library() -> ctypes.CDLL | None:
     pointer, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     params = ctypes.POINTER(LIFParams)
     for suffix in DTYPES.values():
-        getattr(lib, f"lif_forward_{suffix}").argtypes = [params, pointer, i64, pointer, i64, i64, i32]
-        getattr(lib, f"lif_backward_{suffix}").argtypes = [params, pointer, i64, pointer, pointer, i64, i64, i32]
+        getattr(lib, f"lif_forward_{suffix}").argtypes = [params, pointer, i64, pointer, pointer, i64, i64, i32]
+        getattr(lib, f"lif_backward_{suffix}").argtypes = [params, pointer, pointer, i64, pointer, i64, i64, i32]
+        getattr(lib, f"lif_backward_saved_{suffix}").argtypes = [params, pointer, pointer, i64, pointer, i64, i64, i32]
         getattr(lib, f"lif_backward_{suffix}").restype = i32
         getattr(lib, f"saf_steps_{suffix}").argtypes = [pointer, pointer, i64, pointer, i64, i64, pointer, pointer,
                                                         f64, i32, f64, f64, i32, pointer, pointer, pointer, i64, i32]
@@ -138,40 +139,48 @@ def lif_params(dyn) -> LIFParams:
 
 
 class _LIFWindow(torch.autograd.Function):
-    """``neurons.lif._Window`` in two C calls. The forward keeps no membrane: it saves the
-    current (for a static input's current, [1, B, ...]: nothing of size T) and the
-    backward recomputes h from it, segment by segment, in reverse time."""
+    """``neurons.lif._Window`` in two C calls. A current per step [T, B, ...] keeps every
+    membrane h (as large as the current, which it replaces); a static input's current
+    [1, B, ...] keeps nothing of size T: the backward recomputes h from it, segment by
+    segment, in reverse time."""
 
     @staticmethod
-    def forward(ctx, current: torch.Tensor, steps: int, dyn) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, current: torch.Tensor, steps: int, dyn, save: bool) -> torch.Tensor:  # type: ignore[override]
         current = current.contiguous()  # [S, B, ...], S = 1 or steps
         spikes = current.new_empty((steps, *current.shape[1:]))  # [T, B, ...]
+        shared = current.shape[0] == 1
+        membranes = current.new_empty(spikes.shape) if save and not shared else None  # h, [T, B, ...]
         _function("lif_forward", current)(ctypes.byref(lif_params(dyn)), current.data_ptr(), current.shape[0],
-                                          spikes.data_ptr(), steps, current[0].numel(), torch.get_num_threads())
-        ctx.save_for_backward(current)
-        ctx.steps, ctx.dyn = steps, dyn
+                                          spikes.data_ptr(), _pointer(membranes), steps, current[0].numel(),
+                                          torch.get_num_threads())
+        if save:
+            ctx.save_for_backward(current if shared else membranes)
+        ctx.steps, ctx.dyn, ctx.shared = steps, dyn, shared
         return spikes
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
-        (current,) = ctx.saved_tensors
-        grad_spikes = grad_spikes.contiguous()  # [T, B, ...]
-        grad_current = torch.empty_like(current)  # [S, B, ...]: a shared current gets the sum over t
-        failed = _function("lif_backward", current)(
-            ctypes.byref(lif_params(ctx.dyn)), current.data_ptr(), current.shape[0], grad_spikes.data_ptr(),
-            grad_current.data_ptr(), ctx.steps, current[0].numel(), torch.get_num_threads())
-        if failed:
+        (saved,) = ctx.saved_tensors  # the current [1, B, ...] or the membranes [T, B, ...]
+        same = grad_spikes.stride(0) == 0  # the same gradient at every step (a sum over t): one row is read
+        grad_spikes = (grad_spikes[:1] if same else grad_spikes).contiguous()  # [T or 1, B, ...]
+        grad_current = torch.empty_like(saved)  # [1 or T, B, ...]: a shared current gets the sum over t
+        call = ctypes.byref(lif_params(ctx.dyn)), saved.data_ptr(), grad_spikes.data_ptr(), grad_spikes.shape[0]
+        size = grad_current.data_ptr(), ctx.steps, saved[0].numel(), torch.get_num_threads()
+        if not ctx.shared:
+            _function("lif_backward_saved", saved)(*call, *size)
+        elif _function("lif_backward", saved)(*call, *size):
             raise MemoryError("spikeacc: the LIF backward could not allocate its scratch memory")
         if ctx.dyn.gain != 1.0:
             grad_current.mul_(ctx.dyn.gain)
-        return grad_current, None, None
+        return grad_current, None, None, None
 
 
-def lif_window(current: torch.Tensor, steps: int, dyn) -> torch.Tensor:
+def lif_window(current: torch.Tensor, steps: int, dyn, save: bool) -> torch.Tensor:
     """``neurons.lif.lif_window`` in C: current [S, B, ...] (S = 1 or ``steps``) -> spikes
-    [steps, B, ...], the same bit for bit; gradients to rounding (tests/test_lif.py)."""
-    return _LIFWindow.apply(current, steps, dyn)
+    [steps, B, ...], the same bit for bit; gradients to rounding (tests/test_lif.py).
+    ``save``: keep what the backward needs."""
+    return _LIFWindow.apply(current, steps, dyn, save)
 
 
 # --- SAF's neuron steps -----------------------------------------------------------------------

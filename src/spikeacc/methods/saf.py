@@ -203,9 +203,12 @@ class SAFF(Method):
         leaks, T = Leaks(program, own=True), self.T
         whole = [] if self.compile else whole_sites(program, ctx)
         rest = [site for site in program.sites if site not in whole]
-        previous, _ = step_by_step(program, ctx, leaks, inputs, T - 1, rest, self.compile, count=False)
-        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile,
-                           rest)
+        if rest or reads_raw_input(program):
+            previous, _ = step_by_step(program, ctx, leaks, inputs, T - 1, rest, self.compile, count=False)
+            sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate,
+                               self.compile, rest)
+        else:  # every site in one call each: no step at all (``step_by_step``)
+            sums = scaled_input_sums(ctx, leaks, T)
         for site in whole:  # all T steps, the last with a graph
             sums.update(fused_trajectory(program, ctx, leaks, site, T, sr_surrogate=self.sr_surrogate)[0])
         logits = weighted_readout(program, ctx, leaks, sums, T)

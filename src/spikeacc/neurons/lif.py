@@ -536,9 +536,9 @@ def lif_window(current: torch.Tensor, steps: int, dyn: Dynamics, compiled: bool 
     same at every one of ``steps``) -> spikes [T, B, ...]. ``compiled``: ``_Window`` under
     torch.compile; otherwise the C kernels (``kernels.cpu``) where ``kernels.native`` says
     so, else ``_Window``'s PyTorch loops."""
-    if not compiled and kernels.native(current):
-        return kernels.cpu.lif_window(current, steps, dyn)
     save = torch.is_grad_enabled() and current.requires_grad  # the membranes only for a backward
+    if not compiled and kernels.native(current):
+        return kernels.cpu.lif_window(current, steps, dyn, save)
     return _Window.apply(current, steps, dyn, save, compiled)
 
 
