@@ -65,7 +65,6 @@ class SiteKernel:
     """What the kernels (``kernels.saf_steps``) need of one site's neurons for
     ``steps`` steps from rest (``fused_step``: one step, its scale given there)."""
 
-    steps: int
     scales: list[float]  # c[t], t = 1..steps
     leaks: list[float]  # the leaks its sums are kept with
     own: int  # the index of its own leak in ``leaks``
@@ -81,7 +80,7 @@ class SiteKernel:
     def of(cls, site: Site, leaks: Leaks, steps: int, sr_surrogate: bool) -> "SiteKernel":
         lam, neuron = leaks.site[site.index], site.module
         site_leaks = sorted(leaks.of_source[site.index])
-        return cls(steps, [accumulation_weight(lam, t + 1) for t in range(steps)], site_leaks, site_leaks.index(lam),
+        return cls([accumulation_weight(lam, t + 1) for t in range(steps)], site_leaks, site_leaks.index(lam),
                    1.0 - lam if neuron.decay_input else 1.0, reset_factor(neuron) * neuron.v_th, neuron.v_th,
                    neuron.strict, neuron.surrogate, neuron.alpha, sr_surrogate)
 
