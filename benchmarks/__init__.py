@@ -22,6 +22,7 @@ MODULES = [
     "scaling",
     "compiled",
     "peers",
+    "floor",
     "nir_consumers",
     "race",
     "reviewers",

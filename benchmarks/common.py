@@ -171,6 +171,17 @@ def report(args: argparse.Namespace, name: str, payload: dict, title: str, how: 
     return 0
 
 
+def publish(args: argparse.Namespace, name: str, payload: dict, markdown: str, lines: Sequence[str]) -> int:
+    """Write <name>.json/.md to the output directory, print the machine, ``lines`` (the
+    verdicts) and where the files went; returns 0."""
+    json_path, md_path = write_results(output_dir(args), name, payload, markdown)
+    print(f"[{name}] {machine_line(payload['machine'])}")
+    for line in lines:
+        print(f"[{name}] {line}")
+    print(f"[{name}] wrote {json_path} and {md_path}")
+    return 0
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

@@ -1,9 +1,11 @@
 """Every GPU figure from one command: ``python -m benchmarks gpu`` on a machine with CUDA.
 
-1. ``pytest tests/test_cuda.py`` (CUDA against CPU parity, the compiled Triton kernels);
-2. saf_family, compiled and single_spike with ``--device cuda`` (the SAF-family ratios
-   and peak memory by torch.cuda; compiled against eager; single-spike at T = 128, batch
-   32, against the v1 and v2 sequential baselines, and Blocks at T = 512, R = 4);
+1. ``pytest tests/test_cuda.py`` (CUDA against CPU parity, the compiled Triton kernels,
+   SAF's Triton neuron steps and the spikes kept as bits);
+2. saf_family, compiled, single_spike and floor with ``--device cuda`` (the SAF-family
+   ratios and peak memory by torch.cuda; compiled against eager; single-spike at T = 128,
+   batch 32, against the v1 and v2 sequential baselines, and Blocks at T = 512, R = 4;
+   issue 19's SAF-F / ANN, BPTT / SpikingJelly and snnTorch, long windows);
 3. the fused LIF kernel (``spikeacc.kernels``) against SpikingJelly's Triton LIF, if
    installed, forward + backward at T = 8 and 32, float32 and bfloat16.
 
@@ -37,10 +39,10 @@ def run_tests() -> str:
 
 
 def run_benchmarks(out: Path, quick: bool) -> list[str]:
-    from . import compiled, saf_family, single_spike
+    from . import compiled, floor, saf_family, single_spike
 
     extra = ["--device", "cuda", "--out", str(out)] + (["--quick"] if quick else [])
-    return [f"{module.NAME}: exit {module.main(extra)}" for module in (saf_family, compiled, single_spike)]
+    return [f"{module.NAME}: exit {module.main(extra)}" for module in (saf_family, compiled, single_spike, floor)]
 
 
 def kernel_step_seconds(step, repeats: int) -> float:

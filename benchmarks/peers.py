@@ -39,8 +39,8 @@ from spikeacc.models import MLP, ConvNet
 from spikeacc.neurons import accumulation_weight
 from spikeacc.profiling import peak_memory
 
-from .common import (Target, base_parser, machine, machine_line, markdown_table, median, output_dir,
-                     setup, time_round_robin, write_results)
+from .common import (Target, base_parser, machine, machine_line, markdown_table, median, publish, setup,
+                     time_round_robin)
 from .saf_family import IMAGE, LEARNING_RATE, N_CLASSES, SEED, random_batch
 
 NAME = "peers"
@@ -388,6 +388,18 @@ def measure(group: Group, device: torch.device, repeats: int, warmup: int,
     return records
 
 
+def measure_groups(groups: list[Callable[[], Group]], checks: list[Callable[[], Group]], device: torch.device,
+                   repeats: int, warmup: int) -> list[dict]:
+    """``measure`` each group, built when it is measured, against its float64 twin of
+    ``checks``; one summary line per group."""
+    records = []
+    for build_group, build_check in zip(groups, checks, strict=True):
+        group = build_group()
+        records += measure(group, device, repeats, warmup, check=build_check())
+        print(summary(group, records[-len(group.contenders):]), flush=True)
+    return records
+
+
 def verdict(check: dict) -> str:
     result = "agree" if check["agrees"] else "DISAGREE: not timed"
     return (f"loss rel. error {check['loss_rel_err']:.1e}, worst gradient rel. error "
@@ -427,9 +439,9 @@ def ottt_group(build: Build, T: int, batch: Batch, peers: dict[str, SimpleNamesp
     return Group("ottt", "mlp", T, len(x), contenders)
 
 
-def ann_group(build: Build, T: int, batch: Batch) -> Group:
+def ann_group(build: Build, T: int, batch: Batch, model: str = "mlp") -> Group:
     net, (x, y) = build(), batch
-    return Group("saf-f vs ann", "mlp", T, len(x),
+    return Group("saf-f vs ann", model, T, len(x),
                  [spikeacc_method("saf-f", copy.deepcopy(net), T, x, y), same_size_ann(net, x, y)])
 
 
@@ -466,13 +478,14 @@ Key = tuple[str, str, int, str, str]  # comparison, model, T, library, method
 
 @dataclass(frozen=True)
 class Ratio:
-    """A figure of the issue: record[numerator][key] / record[denominator][key] <= limit."""
+    """A figure of the issue: record[numerator][key] / record[denominator][key] <= limit
+    (None: reported without a target)."""
 
     name: str
     numerator: Key
     denominator: Key
     key: str
-    limit: float
+    limit: float | None = None
 
 
 RATIOS = [
@@ -587,23 +600,30 @@ def build_parser():
     return parser
 
 
+def available_peers(prefix: str = NAME) -> tuple[dict[str, SimpleNamespace], dict[str, str]]:
+    """``import_peers``, with one line for each peer skipped."""
+    found, missing = import_peers()
+    for library, why in missing.items():
+        print(f"[{prefix}] skip {library}: cannot import it ({why}); pip install --no-deps {INSTALL[library]} "
+              "(see the README) to compare against it", flush=True)
+    return found, missing
+
+
+def repeats_and_warmup(args) -> tuple[int, int]:
+    """--repeats and --warmup, or 21 and 2 (1 and 0 with --quick)."""
+    return args.repeats or (1 if args.quick else 21), args.warmup if args.warmup is not None else (0 if args.quick
+                                                                                                  else 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = setup(args)
     sizes = QUICK if args.quick else FULL
-    repeats = args.repeats or (1 if args.quick else 21)
-    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
+    repeats, warmup = repeats_and_warmup(args)
     load_before = os.getloadavg()
-    peers, missing = import_peers()
-    for library, why in missing.items():
-        print(f"[{NAME}] skip {library}: cannot import it ({why}); pip install --no-deps {INSTALL[library]} "
-              "(see the README) to compare against it", flush=True)
-    records = []
-    for build_group, build_check in zip(plan(sizes, peers, device, torch.float32),
-                                        plan(sizes, peers, device, CHECK_DTYPE)):
-        group = build_group()
-        records += measure(group, device, repeats, warmup, check=build_check())
-        print(summary(group, records[-len(group.contenders):]), flush=True)
+    peers, missing = available_peers()
+    records = measure_groups(plan(sizes, peers, device, torch.float32), plan(sizes, peers, device, CHECK_DTYPE),
+                             device, repeats, warmup)
     found, unmeasured = targets(records)
     payload = {
         "benchmark": NAME, "machine": machine(device),
@@ -615,9 +635,4 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         "results": records, "targets": found, "unmeasured": unmeasured, "notes": NOTES,
     }
-    json_path, md_path = write_results(output_dir(args), NAME, payload, markdown(payload))
-    print(f"[{NAME}] {machine_line(payload['machine'])}")
-    for line in [t.line() for t in found] + unmeasured:
-        print(f"[{NAME}] {line}")
-    print(f"[{NAME}] wrote {json_path} and {md_path}")
-    return 0
+    return publish(args, NAME, payload, markdown(payload), [t.line() for t in found] + unmeasured)

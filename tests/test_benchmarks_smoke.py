@@ -87,7 +87,6 @@ def test_race_quick_times_every_contender_to_its_target(tmp_path):
     assert "| contender | seconds to target |" in (tmp_path / "race.md").read_text()
 
 
-
 def test_reviewers_counts_a_difference_as_real_only_beyond_twice_its_standard_error():
     from benchmarks import reviewers
 
@@ -103,3 +102,18 @@ def test_reviewers_counts_a_difference_as_real_only_beyond_twice_its_standard_er
     # T=2: +10 points with SE 0.8 -> real; T=4: +1 point with SE 3.2 -> noise; no BPTT trials, no BPTT row
     assert "| saf-e − ottt-a | 2 | +5.50 | +1.00 … +10.00 | 1 | 0 | 1 |" in table
     assert "bptt" not in table
+
+
+def test_floor_quick_writes_every_target_of_issue_19(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "floor", "--quick", "--threads", "1", "--out",
+                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads((tmp_path / "floor.json").read_text())
+    names = [t["name"] for t in payload["targets"]]
+    assert len(names) == 6 and all(t["measured"] > 0 for t in payload["targets"])  # the peers are installed here
+    for part in ("SAF-F step / same-size ANN step, mlp T=8", "SAF-F step / same-size ANN step, mlp T=32",
+                 "BPTT step, ConvNet T=4", "BPTT step, ConvNet T=8", "BPTT peak memory", "Linear + LIF"):
+        assert any(name.startswith(part) for name in names), part
+    assert any(line.startswith("SAF-F step / same-size ANN step, conv T=8") for line in payload["reported"])
+    assert f"Machine: {payload['machine']['cpu']}" in (tmp_path / "floor.md").read_text()

@@ -157,3 +157,59 @@ def test_bptt_float32_through_the_kernel_on_cuda_equals_cpu():
     torch.testing.assert_close(logits_gpu.cpu(), logits_cpu, rtol=1e-5, atol=1e-5)
     for p_cpu, p_gpu in zip(net.parameters(), net_gpu.parameters()):
         torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-5, atol=1e-5)
+
+
+# The fused paths of issue 19 on CUDA: SAF's neuron steps in Triton (kernels/saf.py) and the
+# spikes kept as bits by tensor operations (graph/spike_products.py), against the CPU.
+
+@pytest.mark.parametrize("model", ["mlp", "conv"])
+@pytest.mark.parametrize("settings", [dict(), dict(reset="subtract_late", strict=True), dict(decay_input=True)],
+                         ids=str)
+def test_saf_kernel_on_cuda_equals_the_reference_on_cpu(model, settings):
+    """Sums and spike counts of SAF's trajectory bit for bit (float32, random currents and
+    currents at and one ulp either side of the threshold): the kernel is compiled without
+    fused multiply-add."""
+    from spikeacc import LIF, graph, kernels
+    from spikeacc.graph import CallContext
+    from spikeacc.methods.base import Inputs
+    from spikeacc.methods.online import Leaks
+    from spikeacc.methods.saf import accumulated_trajectory
+    from tests.test_saf_fused import Direct, currents_at_threshold, scaled
+    torch.manual_seed(0)
+    neuron = LIF(**settings)
+    net = MLP(12, [9], 4, neuron=neuron) if model == "mlp" else ConvNet((1, 8, 8), (3, 4), 4, neuron=neuron)
+    net = scaled(net, 4.0 if neuron.decay_input else 3.0)
+    u = currents_at_threshold(neuron.v_th, 1.0 - neuron.lam if neuron.decay_input else 1.0, torch.float32)
+    at_threshold = (Direct(LIF(**settings), u.numel()), torch.stack([u, 1.5 * u]))
+    for network, x in ((net, torch.rand(5, *net.sample_shape)), at_threshold):
+        results = []
+        for device, mode in (("cuda", "auto"), ("cpu", "off")):
+            on_device = copy.deepcopy(network).to(device)
+            program, batch = graph.of(on_device), x.to(device)
+            previous, kernels.mode = kernels.mode, mode
+            try:
+                results.append(accumulated_trajectory(program, CallContext(len(batch), batch), Leaks(program, own=True),
+                                                      Inputs(batch, 7, on_device, program), 7))
+            finally:
+                kernels.mode = previous
+        (sums_gpu, counts_gpu), (sums_cpu, counts_cpu) = results
+        for key, value in sums_cpu.items():
+            if key[0] != graph.of(network).input:  # the input's sums: to rounding (test_saf_fused.py)
+                assert torch.equal(sums_gpu[key].cpu(), value), key
+        for counts, counts_ref in zip(counts_gpu, counts_cpu, strict=True):
+            assert torch.equal(counts.cpu(), counts_ref)
+
+
+def test_bptt_keeps_spikes_as_bits_on_cuda():
+    from tests.test_spike_products import SpikingVGG
+    torch.manual_seed(0)
+    net = SpikingVGG().double()
+    x, y = torch.rand(6, 1, 6, 6, dtype=torch.float64), torch.randint(0, 5, (6,))
+    results = []
+    for bits in (True, False):
+        copy_ = copy.deepcopy(net).cuda()
+        loss, _ = methods.get("bptt", T=5, spike_bits=bits).loss_and_grad(copy_, x.cuda(), y.cuda())
+        results.append((loss.cpu(), [p.grad.cpu() for p in copy_.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    for grad, grad_ref in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)

@@ -205,3 +205,29 @@ def test_functional_average_pooling_mean_and_flatten_are_affine():
 def test_calling_a_lif_directly_explains_how_to_run_the_network():
     with pytest.raises(RuntimeError, match="through a method"):
         LIF()(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (2, 1, 2, 2), (5, 3, 7, 6), (2, 2, 6, 5)])
+def test_two_by_two_average_pooling_equals_avg_pool2d_bit_for_bit(shape, dtype):
+    """nn.AvgPool2d(2) runs ``_Pool2x2`` on even sizes (odd ones: the module): values and
+    gradients equal to avg_pool2d's exactly, the op's output shape for odd sizes too."""
+    from spikeacc.graph.ops import AvgPool2x2, make_op
+    pool = nn.AvgPool2d(2)
+    op = make_op("call_module", "pool", (), {}, lambda a: True, pool, "pool", 0)
+    assert isinstance(op, AvgPool2x2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).requires_grad_()
+    out, expected = op((x,), {}, None, None), F.avg_pool2d(x, 2)
+    assert torch.equal(out, expected)
+    assert (type(out.grad_fn).__name__ == "_Pool2x2Backward") == (shape[2] % 2 == 0 and shape[3] % 2 == 0)
+    weights = torch.randn(expected.shape, dtype=dtype)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.equal(grad, grad_expected)
+
+
+def test_other_average_poolings_keep_the_module():
+    from spikeacc.graph.ops import AvgPool2x2, make_op
+    for pool in (nn.AvgPool2d(3), nn.AvgPool2d(2, stride=1), nn.AvgPool2d(2, padding=1), nn.AvgPool2d(2, ceil_mode=True),
+                 nn.AvgPool2d(2, divisor_override=3)):
+        assert not isinstance(make_op("call_module", "pool", (), {}, lambda a: True, pool, "pool", 0), AvgPool2x2)

@@ -1,20 +1,30 @@
-"""The LIF family (neurons/lif.py). ``lif_window`` (the loop with a hand-written backward,
-what BPTT and spiking inference run on a CPU) against ``neuron_steps``, the step-by-step
-autograd reference, for every setting it runs: spikes bit for bit, gradients within 1e-12
-relative (float64). The reference itself against the equations written out for each
-reset, and the settings' checks."""
+"""The LIF family (neurons/lif.py). ``lif_window`` (the window without a graph per step,
+what BPTT and spiking inference run) against ``neuron_steps``, the step-by-step autograd
+reference, for every setting it runs and both of its paths on a CPU: the C kernels
+(``kernels.cpu``, the default) and ``_Window``'s PyTorch loops (``kernels.mode = "off"``):
+spikes bit for bit, gradients within 1e-12 relative in float64 (1e-5 in float32), also
+with membranes exactly at, one ulp below and one ulp above the threshold. The reference
+itself against the equations written out for each reset, and the settings' checks."""
 import math
 
 import pytest
 import torch
 
-from spikeacc import IF, LIF
-from spikeacc.neurons.lif import RESETS, lif_window, neuron_steps, windowed
+from spikeacc import IF, LIF, kernels
+from spikeacc.neurons.lif import RESETS, Dynamics, lif_window, neuron_step, neuron_steps, windowed
 from spikeacc.neurons.surrogate import SURROGATES
 
 LAM, V_TH, ALPHA = 0.6, 0.8, 3.0
 TAU = 1.0 / (1.0 - LAM)
-TOLERANCE = 1e-12  # relative, float64
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}  # relative
+WINDOWS = {"c": "_LIFWindowBackward", "torch": "_WindowBackward"}  # path -> the grad_fn it leaves
+
+
+@pytest.fixture(params=list(WINDOWS))
+def window(request, monkeypatch):
+    """Each test runs on both paths of ``lif_window``; yields the path's grad_fn name."""
+    monkeypatch.setattr(kernels, "mode", "auto" if request.param == "c" else "off")
+    return WINDOWS[request.param]
 
 
 def currents(steps: int, shape=(5, 6)) -> torch.Tensor:
@@ -27,29 +37,32 @@ def relative_error(value: torch.Tensor, expected: torch.Tensor) -> float:
     return ((value - expected).abs().max() / expected.abs().max()).item()
 
 
-def window_against_reference(neuron: LIF, current_steps: int, T: int) -> None:
-    current = currents(current_steps)
-    upstream = torch.randn(T, 5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+def window_against_reference(neuron: LIF, current: torch.Tensor, T: int, window: str) -> None:
+    """lif_window on ``current`` [1 or T, ...] (a leaf) equals neuron_steps: spikes exactly,
+    gradients of a random weighting of the spikes to TOLERANCE."""
+    upstream = torch.randn(T, *current.shape[1:], generator=torch.Generator().manual_seed(1), dtype=current.dtype)
     dyn = neuron.dynamics()
     expected = neuron_steps(current.expand(T, *current.shape[1:]), dyn)
     (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), current)
     spikes = lif_window(current, T, dyn)
+    assert type(spikes.grad_fn).__name__ == window
     (grad,) = torch.autograd.grad((spikes * upstream).sum(), current)
     assert 0 < expected.mean() < 1  # the check sees both outcomes
     assert torch.equal(spikes, expected)
-    assert relative_error(grad, expected_grad) <= TOLERANCE
+    assert relative_error(grad, expected_grad) <= TOLERANCE[current.dtype]
 
 
 # (current steps, T): per-step currents; one current for every step, below T = 8 (every
-# membrane saved), from T = 8 on (segments recomputed), T not a multiple of the segment
+# membrane saved by the PyTorch loop), from T = 8 on (segments recomputed), T not a
+# multiple of the segment
 SHAPES = [(7, 7), (1, 1), (1, 7), (1, 8), (1, 17), (1, 32)]
 
 
 @pytest.mark.parametrize("current_steps, T", SHAPES)
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("surrogate", SURROGATES)
-def test_window_equals_the_step_by_step_reference(current_steps, T, detach_reset, surrogate):
-    window_against_reference(LIF(TAU, V_TH, surrogate, ALPHA, detach_reset), current_steps, T)
+def test_window_equals_the_step_by_step_reference(current_steps, T, detach_reset, surrogate, window):
+    window_against_reference(LIF(TAU, V_TH, surrogate, ALPHA, detach_reset), currents(current_steps), T, window)
 
 
 SETTINGS = [dict(reset=reset) for reset in RESETS if reset != "subtract_snntorch"] + [
@@ -58,16 +71,80 @@ SETTINGS = [dict(reset=reset) for reset in RESETS if reset != "subtract_snntorch
     dict(reset="none", decay_input=True)]
 
 
+def settings_id(settings: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in settings.items())
+
+
 @pytest.mark.parametrize("current_steps, T", [(7, 7), (1, 7), (1, 17)])
 @pytest.mark.parametrize("detach_reset", [False, True])
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
-def test_window_equals_the_reference_for_every_setting(settings, detach_reset, current_steps, T):
-    window_against_reference(LIF(TAU, V_TH, "sigmoid", ALPHA, detach_reset, **settings), current_steps, T)
+@pytest.mark.parametrize("settings", SETTINGS, ids=settings_id)
+def test_window_equals_the_reference_for_every_setting(settings, detach_reset, current_steps, T, window):
+    neuron = LIF(TAU, V_TH, "sigmoid", ALPHA, detach_reset, **settings)
+    window_against_reference(neuron, currents(current_steps), T, window)
 
 
 @pytest.mark.parametrize("reset", ["subtract", "hard", "subtract_late"])
-def test_window_of_an_if_neuron_equals_the_reference(reset):
-    window_against_reference(IF(V_TH, "atan", ALPHA, reset=reset), 7, 7)
+def test_window_of_an_if_neuron_equals_the_reference(reset, window):
+    window_against_reference(IF(V_TH, "atan", ALPHA, reset=reset), currents(7), 7, window)
+
+
+def at_threshold(dyn: Dynamics, T: int, dtype: torch.dtype, shape=(3, 40)) -> torch.Tensor:
+    """Currents [T, *shape] that put every membrane h[t] (T = 1: h[0] only, the same current
+    then repeats) exactly at V_th, one ulp below or one ulp above (by neuron, at random;
+    two ulps where no current reaches one), found by nudging each current one ulp at a time
+    through the reference's own step."""
+    generator = torch.Generator().manual_seed(T)
+    target = torch.tensor(dyn.v_th, dtype=dtype).expand(shape)
+    ulps = torch.randint(-1, 2, shape, generator=generator)  # -1, 0, +1
+    target = torch.where(ulps < 0, target.nextafter(torch.tensor(-math.inf, dtype=dtype)),
+                         torch.where(ulps > 0, target.nextafter(torch.tensor(math.inf, dtype=dtype)), target))
+    v_post, spike = torch.full(shape, dyn.v_init, dtype=dtype), torch.zeros(shape, dtype=dtype)
+    up, down = torch.tensor(math.inf, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)
+    steps = []
+    for _ in range(T):
+        current = (target - neuron_step(v_post, spike, torch.zeros(shape, dtype=dtype), dyn)[0]) / dyn.gain
+        for _ in range(8):
+            h = neuron_step(v_post, spike, current, dyn)[0]
+            current = torch.where(h < target, current.nextafter(up), torch.where(h > target, current.nextafter(down),
+                                                                                 current))
+        h = neuron_step(v_post, spike, current, dyn)[0]  # where h steps by 2 ulps (after a late
+        current = torch.where((ulps > 0) & (h < target), current.nextafter(up),  # subtraction), stay on
+                              torch.where((ulps < 0) & (h > target), current.nextafter(down), current))  # the side
+        h, spike, v_post = neuron_step(v_post, spike, current, dyn)
+        assert (h < dyn.v_th)[ulps < 0].all() and (h > dyn.v_th)[ulps > 0].all()
+        assert (h == dyn.v_th)[ulps == 0].float().mean() > 0.5
+        steps.append(current)
+    return torch.stack(steps).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("current_steps, T", [(6, 6), (1, 9)])
+@pytest.mark.parametrize("settings", SETTINGS + [dict(surrogate="rect")], ids=settings_id)
+def test_window_at_just_below_and_just_above_the_threshold(settings, current_steps, T, dtype, window):
+    """Membranes one rounding away from the opposite spike: any other rounding of h (a fused
+    multiply-add, another order) would change a spike here."""
+    neuron = LIF(TAU, V_TH, **{"alpha": ALPHA, **settings})
+    current = at_threshold(neuron.dynamics(), current_steps, dtype)
+    window_against_reference(neuron, current, T, window)
+
+
+@pytest.mark.parametrize("current_steps", [7, 1])
+@pytest.mark.parametrize("loss", ["sum", "per-neuron weights"])
+def test_a_gradient_that_is_the_same_at_every_step_is_read_once(loss, current_steps, window):
+    """spikes.sum() or (spikes * w).sum() with w [1, ...] hand the window a gradient expanded
+    over t (stride 0): the same gradient as the reference's."""
+    current, dyn = currents(current_steps), LIF(TAU, V_TH, "atan", ALPHA).dynamics()
+    weights = torch.randn(1, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = []
+    for run in (lambda c: neuron_steps(c.expand(7, 5, 6), dyn), lambda c: lif_window(c, 7, dyn)):
+        spikes = run(current)
+        (grad,) = torch.autograd.grad(spikes.sum() if loss == "sum" else (spikes * weights).sum(), current)
+        grads.append(grad)
+    assert relative_error(grads[1], grads[0]) <= TOLERANCE[torch.float64]
+
+
+def test_float32_windows_equal_the_reference(window):
+    window_against_reference(LIF(TAU, V_TH, "atan", ALPHA), currents(9).detach().float().requires_grad_(), 9, window)
 
 
 def written_out(current: torch.Tensor, reset: str, lam: float, gain: float, v_th: float, v_reset: float,
@@ -130,16 +207,21 @@ def test_learnable_settings_get_gradients_through_the_reference():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
-def test_a_shared_current_saves_nothing_over_time():
-    """From T = 8 on, a one-step current saves h every ~sqrt(T) steps and nothing [T, B, ...]:
-    the spikes the next layer holds are freed once it has read them."""
+def test_a_shared_current_saves_nothing_over_time(window):
+    """A one-step current saves nothing [T, B, ...]: the C kernels only the current (the
+    backward recomputes every membrane), the PyTorch loop from T = 8 on h every ~sqrt(T)
+    steps; the spikes the next layer holds are freed once it has read them. A current per
+    step saves its membranes [T, B, ...] (the C kernels; as large as the current)."""
     T, current = 32, currents(1)
     spikes = lif_window(current, T, LIF(TAU, V_TH).dynamics())
     saved = [tuple(t.shape) for t in spikes.grad_fn.saved_tensors if t is not None]
-    assert saved == [(5, 5, 6), (1, 5, 6)]  # h at t = 5, 11, ..., 29 (segments of 6), the current
+    # the PyTorch loop: h at t = 5, 11, ..., 29 (segments of 6), and the current
+    assert saved == ([(1, 5, 6)] if window == WINDOWS["c"] else [(5, 5, 6), (1, 5, 6)])
+    per_step = lif_window(currents(T), T, LIF(TAU, V_TH).dynamics())
+    assert [tuple(t.shape) for t in per_step.grad_fn.saved_tensors if t is not None][0] == (T, 5, 6)
 
 
-def test_a_second_backward_with_retain_graph_gives_the_same_gradient():
+def test_a_second_backward_with_retain_graph_gives_the_same_gradient(window):
     current = currents(1)
     spikes = lif_window(current, 16, LIF(TAU, V_TH, "atan", ALPHA).dynamics())
     loss = (spikes * torch.arange(16.0, dtype=torch.float64).view(16, 1, 1)).sum()
@@ -148,7 +230,7 @@ def test_a_second_backward_with_retain_graph_gives_the_same_gradient():
     assert torch.equal(first, second)
 
 
-def test_without_a_gradient_nothing_is_saved():
+def test_without_a_gradient_nothing_is_saved(window):
     current = currents(9)
     dyn = LIF(TAU, V_TH).dynamics()
     with torch.no_grad():

@@ -5,6 +5,7 @@ sets TRITON_INTERPRET=1 before triton is imported); with one they compile and ru
 tensors. The interpreter is slow, so the shapes are tiny. triton is imported at the top on
 purpose: without it this module fails to collect, it does not skip.
 """
+import math
 import os
 
 import pytest
@@ -16,7 +17,7 @@ from spikeacc.kernels import first_spike as first_spike_kernels
 from spikeacc.kernels import lif as lif_kernels
 from spikeacc.kernels.first_spike import fused_first_spike
 from spikeacc.kernels.lif import fused_lif
-from spikeacc.models import MLP
+from spikeacc.models import MLP, ConvNet
 from spikeacc.neurons.single_spike import (
     _FirstSpike, first_spike, sequential_single_spike, single_spike_lif)
 from spikeacc.neurons.surrogate import SURROGATES, derivative
@@ -301,3 +302,38 @@ def test_single_spike_layer_through_the_kernel_equals_sequential(kernels_everywh
     assert torch.equal(results[0][0], results[1][0])
     for got, want in zip(results[0][1:], results[1][1:]):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+# --- SAF's neuron steps (kernels/saf.py) ---------------------------------------------------
+
+@pytest.mark.parametrize("model", ["mlp", "conv"])
+@pytest.mark.parametrize("settings", [dict(), dict(reset="subtract_late", strict=True), dict(decay_input=True),
+                                      dict(reset="none", tau=math.inf)], ids=str)
+def test_saf_kernel_equals_the_step_by_step_reference(model, settings, kernels_everywhere, monkeypatch):
+    """The whole trajectory of the MLP's site, the per-step updates of the ConvNet's sites,
+    and currents at and one ulp either side of the threshold: sums and counts bit for bit."""
+    from spikeacc.kernels import saf as saf_kernels
+    from tests.test_saf_fused import Direct, assert_same_trajectory, currents_at_threshold, scaled
+    launches = []
+    real = saf_kernels.saf_steps
+    monkeypatch.setattr(saf_kernels, "saf_steps", lambda *a, **k: launches.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    neuron = LIF(**settings)
+    net = MLP(12, [9], 4, neuron=neuron) if model == "mlp" else ConvNet((1, 8, 8), (3, 4), 4, neuron=neuron)
+    net = scaled(net, 4.0 if neuron.decay_input else 3.0).to(DEVICE)
+    assert_same_trajectory(net, torch.rand(5, *net.sample_shape, device=DEVICE), 7, fused_mode="all")
+    u = currents_at_threshold(neuron.v_th, 1.0 - neuron.lam if neuron.decay_input else 1.0, torch.float32)
+    direct = Direct(LIF(**settings), u.numel()).to(DEVICE)
+    assert_same_trajectory(direct, torch.stack([u, 1.5 * u]).to(DEVICE), 6, fused_mode="all")
+    assert launches  # the Triton kernel ran
+
+
+def test_saf_f_through_the_saf_kernel_equals_the_reference(kernels_everywhere):
+    from tests.test_saf_fused import gradients, scaled
+    torch.manual_seed(0)
+    net = scaled(MLP(12, [9], 4, neuron=LIF(surrogate="atan")), 2.0).to(DEVICE)
+    x, y = torch.rand(6, 12, device=DEVICE), torch.randint(0, 4, (6,), device=DEVICE)
+    fused, reference = (gradients(net, methods.get("saf-f", T=6), x, y, mode) for mode in ("all", "off"))
+    assert torch.equal(fused[0], reference[0]) and torch.equal(fused[1], reference[1])
+    for grad, grad_ref in zip(fused[2], reference[2], strict=True):
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)

@@ -92,6 +92,8 @@ class Program:
         self.input = next(n.index for n in self.nodes if n.kind == INPUT)
         self.sources_of = self._sources()
         self.input_only = {n.index for n in self.nodes if n.kind == OP and self.sources_of[n.index] == {self.input}}
+        self.spike_readers = frozenset(n.index for n in self.nodes if n.kind == OP and len(n.data_args) == 1
+                                       and self.nodes[n.data_args[0]].kind == SITE)  # ops on a site's value
         self.users = [0] * len(self.nodes)  # consumers of each node's value: nodes, and the caller of the output
         for node in self.nodes:
             for i in node.refs:
@@ -203,6 +205,9 @@ class CallContext:
     * the values of static nodes (keyed by node and grad mode, so that a value computed
       under no_grad is never reused where gradients are needed; ``clear_statics`` once
       their graph is spent or the parameters change);
+    * ``spike_inputs``: the op nodes whose one data input is a site's spikes (0/1), where
+      a product keeps that input as bits for its backward (``spike_products``; set by
+      ``methods.base.lif_forward`` when a graph is built);
     * ``static_input``: x [B, ...] when the same input is fed at every step. The ops that
       read only the input (``Program.input_only``) are then evaluated once per call, at x
       with unscaled constant terms (``unit_value``), and a pass whose input is s x with
@@ -216,6 +221,7 @@ class CallContext:
 
     def __init__(self, batch: int, static_input: torch.Tensor | None = None, leaves: bool = False) -> None:
         self.batch, self.static_input, self.leaves = batch, static_input, leaves
+        self.spike_inputs: frozenset[int] = frozenset()  # ops whose input is spikes, kept as bits (spike_products)
         self.masks: dict[int, torch.Tensor] = {}
         self.statics: dict[tuple[int, bool], Any] = {}
         self.units: dict[tuple[int, bool], Any] = {}

@@ -216,11 +216,15 @@ def run_window(program: Program, ctx: CallContext, x: torch.Tensor, x_steps: int
     return outputs, out.expand(steps, *out.shape[1:])
 
 
-def lif_forward(program: Program, inputs: Inputs, ctx: CallContext, compiled: bool = False
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+def lif_forward(program: Program, inputs: Inputs, ctx: CallContext, compiled: bool = False,
+                spike_bits: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The real LIF network over all T steps (one product per op for the whole window):
     spikes of every site [T, B, ...] and the output per step o[t], [T, B, K].
-    Differentiable (BPTT). ``compiled``: each site's LIF loop under torch.compile."""
+    Differentiable (BPTT); with ``spike_bits`` a product that reads a site's spikes keeps
+    them as bits (``graph.spike_products``). ``compiled``: each site's LIF loop under
+    torch.compile."""
+    if spike_bits and torch.is_grad_enabled():
+        ctx.spike_inputs = program.spike_readers
     merged, steps = inputs.window(0, inputs.T, static_once=ctx.static_input is not None)
     spikes, per_step = run_window(program, ctx, merged, steps, inputs.T,
                                   lambda site, current: site.module.run(current, compiled, inputs.T),

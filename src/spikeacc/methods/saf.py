@@ -35,13 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import compiling
-from ..graph import Bias, CallContext, Pass, Program
+from .. import compiling, kernels
+from ..graph import Bias, CallContext, Pass, Program, Site
 from ..neurons import accumulation_weight
-from ..neurons.lif import LIF
 from ..neurons.surrogate import fire, state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad
 from .online import Leaks, OnlineMethod, Sums, accumulate, publish
+from .saf_fused import fused_step, fused_trajectory, reads_raw_input, reset_factor, scaled_input_sums, whole_sites
 
 
 def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, reset_factor: float, v_th: float, surrogate: str,
@@ -50,19 +50,15 @@ def saf_fire(u_hat: torch.Tensor, acc_prev: torch.Tensor, reset_factor: float, v
     return fire(u_hat - reset_factor * v_th * acc_prev, v_th, surrogate, alpha, strict)  # u[t] = U_hat - rho V_th A
 
 
-def reset_factor(neuron: LIF) -> float:
-    """rho in u[t] = g U_hat[t] - rho V_th A[t-1]: lam for the subtraction before the leak, 1
-    for the late subtraction (after the leak), 0 without a reset (``rules`` refuses the rest)."""
-    return {"subtract": neuron.lam, "subtract_late": 1.0, "none": 0.0}[neuron.reset]
-
-
 def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor, t: int,
-             previous: Sums, sr_surrogate: bool = False, compiled: bool = False) -> tuple[Sums, list[torch.Tensor]]:
-    """One SAF step (t 0-based) through every site: the sums A[t] per (source, leak)
-    and each site's spikes s[t]. ``previous``: A[t-1] (constants; empty before step 0).
-    With ``sr_surrogate`` a spike's derivative is SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th];
-    ``compiled``: the neuron update under torch.compile. A neuron with ``decay_input`` takes
-    g U_hat (g = 1 - lam), one with the late subtraction rho = 1 (``reset_factor``)."""
+             previous: Sums, sr_surrogate: bool = False, compiled: bool = False,
+             sites: list[Site] | None = None) -> tuple[Sums, list[torch.Tensor]]:
+    """One SAF step (t 0-based) through every site (or only ``sites``, which read none of the
+    others): the sums A[t] per (source, leak) and each site's spikes s[t]. ``previous``:
+    A[t-1] (constants; empty before step 0). With ``sr_surrogate`` a spike's derivative is
+    SR's, ds/dU_hat := 1[0 < U_hat / c[t] < V_th]; ``compiled``: the neuron update under
+    torch.compile. A neuron with ``decay_input`` takes g U_hat (g = 1 - lam), one with the
+    late subtraction rho = 1 (``reset_factor``)."""
     passes = {lam: Pass(program, ctx, Bias(accumulation_weight(lam, t + 1))) for lam in leaks.hidden}
     sums: Sums = {}
 
@@ -71,9 +67,16 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
         publish(sums, source, leaks, passes, None, lambda lam: accumulation_weight(lam, t + 1))
 
     emit(program.input, x_t)
+    native = not torch.is_grad_enabled() and not compiled and kernels.saf_fused(x_t)
     spikes = []
-    for site in program.sites:
+    for site in program.sites if sites is None else sites:
         lam, neuron = leaks.site[site.index], site.module
+        fused = fused_step(program, ctx, leaks, site, passes[lam], previous) if native else None
+        if fused is not None:
+            sums.update(fused[0])
+            publish(sums, site.index, leaks, passes, None)
+            spikes.append(fused[1])
+            continue
         u_hat = state_precision(passes[lam].take(site.input))  # L(A_sources[t]) + c[t] b
         if neuron.decay_input:
             u_hat = (1.0 - lam) * u_hat
@@ -94,16 +97,39 @@ def saf_step(program: Program, ctx: CallContext, leaks: Leaks, x_t: torch.Tensor
 def accumulated_trajectory(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs,
                            steps: int, compiled: bool = False, count: bool = True
                            ) -> tuple[Sums, list[torch.Tensor] | None]:
-    """Run SAF without a graph for ``steps`` steps, one step at a time so that memory
-    does not grow with T: the sums after the last step, and (with ``count``) spikes per
-    sample of each site ([B]). These are the LIF network's spikes, so Spike
-    Representation uses this too."""
-    sums: Sums = {}
-    counts: list | None = [0.0] * len(program.sites) if count else None
-    for t in range(steps):
-        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled)
+    """Run SAF without a graph for ``steps`` steps, so that memory does not grow with T: the
+    sums after the last step, and (with ``count``) spikes per sample of each site ([B]).
+    These are the LIF network's spikes, so Spike Representation uses this too. The sites
+    ``saf_fused.whole_sites`` names run all their steps in one kernel call, C or Triton
+    (``fused_trajectory``), the others one step at a time (``step_by_step``), the same
+    sums bit for bit."""
+    whole = [] if compiled or not steps else whole_sites(program, ctx)
+    sums, counts = step_by_step(program, ctx, leaks, inputs, steps, [s for s in program.sites if s not in whole],
+                                compiled, count)
+    for site in whole:
+        site_sums, site_counts = fused_trajectory(program, ctx, leaks, site, steps, count)
+        sums.update(site_sums)
         if counts is not None:
-            counts = [n + per_sample(s) for n, s in zip(counts, spikes)]
+            counts[program.sites.index(site)] = site_counts
+    return sums, counts
+
+
+@torch.no_grad()
+def step_by_step(program: Program, ctx: CallContext, leaks: Leaks, inputs: Inputs, steps: int, sites: list[Site],
+                 compiled: bool = False, count: bool = True) -> tuple[Sums, list | None]:
+    """``saf_step`` ``steps`` times over ``sites`` (which read none of the others): the sums
+    after the last step (of the sites and the input), and spikes per sample of each of the
+    program's sites (0 for the others), with ``count``. Without sites, where nothing reads
+    the input's sums themselves, no step runs (``scaled_input_sums``)."""
+    counts: list | None = [0.0] * len(program.sites) if count else None
+    if not sites and not reads_raw_input(program):
+        return scaled_input_sums(ctx, leaks, steps), counts
+    sums: Sums = {}
+    for t in range(steps):
+        sums, spikes = saf_step(program, ctx, leaks, inputs.at(t), t, sums, compiled=compiled, sites=sites)
+        if counts is not None:
+            for site, spike in zip(sites, spikes):
+                counts[program.sites.index(site)] += per_sample(spike)
     return sums, counts
 
 
@@ -175,8 +201,16 @@ class SAFF(Method):
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
         leaks, T = Leaks(program, own=True), self.T
-        previous, _ = accumulated_trajectory(program, ctx, leaks, inputs, T - 1, self.compile, count=False)
-        sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate, self.compile)
+        whole = [] if self.compile else whole_sites(program, ctx)
+        rest = [site for site in program.sites if site not in whole]
+        if rest or reads_raw_input(program):
+            previous, _ = step_by_step(program, ctx, leaks, inputs, T - 1, rest, self.compile, count=False)
+            sums, _ = saf_step(program, ctx, leaks, inputs.at(T - 1), T - 1, previous, self.sr_surrogate,
+                               self.compile, rest)
+        else:  # every site in one call each: no step at all (``step_by_step``)
+            sums = scaled_input_sums(ctx, leaks, T)
+        for site in whole:  # all T steps, the last with a graph
+            sums.update(fused_trajectory(program, ctx, leaks, site, T, sr_surrogate=self.sr_surrogate)[0])
         logits = weighted_readout(program, ctx, leaks, sums, T)
         loss = F.cross_entropy(logits, y)
         self.backward(loss, ctx)

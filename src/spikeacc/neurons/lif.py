@@ -27,9 +27,10 @@ V and d; r never has one). The default LIF is u[t] = lam (u[t-1] - V_th s[t-1]) 
 Learnable and per-neuron values: ``learn_tau`` (SpikingJelly's PLIF: 1/tau = sigmoid(w)),
 ``beta`` / ``learn_beta`` (snnTorch: lam = clamp(beta, 0, 1), a number or a tensor) and
 ``learn_v_th`` (snnTorch's learn_threshold). Such neurons run the step-by-step autograd
-reference ``neuron_steps``; neurons with fixed numbers run ``_Window`` (the same spikes bit
-for bit, a hand-written reverse-time backward) or, on CUDA with the default settings, the
-Triton kernel. Which training method runs which setting: ``spikeacc.methods.rules``.
+reference ``neuron_steps``; neurons with fixed numbers run ``lif_window`` (the same spikes
+bit for bit, a reverse-time backward): the C kernels on CPU tensors (``kernels.cpu``),
+``_Window``'s PyTorch loop otherwise, or, on CUDA with the default settings, the Triton
+kernel. Which training method runs which setting: ``spikeacc.methods.rules``.
 
 ``LIF`` is an ``nn.Module`` that marks where neurons fire in a user's network and holds
 that population's settings; it has no time state. How time is simulated is the training
@@ -245,8 +246,9 @@ class LIF(nn.Module):
 
         The default settings on CUDA float32/float16/bfloat16 take the Triton kernel
         (``spikeacc.kernels.lif``, where ``spikeacc.kernels.wanted`` says so); fixed
-        settings take ``_Window`` (``compiled``: its loops under torch.compile); learnable
-        or per-neuron values and "subtract_snntorch" take the reference ``neuron_steps``."""
+        settings take ``lif_window`` (C kernels on the CPU; ``compiled``: ``_Window``'s
+        loops under torch.compile); learnable or per-neuron values and "subtract_snntorch"
+        take the reference ``neuron_steps``."""
         steps = steps or current.shape[0]
         if current.shape[0] not in (1, steps):
             raise ValueError(f"LIF.run: current has {current.shape[0]} steps, not 1 or {steps}")
@@ -531,8 +533,12 @@ def _recompute(h_saved: torch.Tensor, current: torch.Tensor, start: int, stop: i
 def lif_window(current: torch.Tensor, steps: int, dyn: Dynamics, compiled: bool = False) -> torch.Tensor:
     """``neuron_steps`` (same spikes, bit for bit; gradients to rounding, tests/test_lif.py)
     at a fraction of its memory, for fixed settings: current [T, B, ...] or [1, B, ...] (the
-    same at every one of ``steps``) -> spikes [T, B, ...]. ``compiled``: under torch.compile."""
+    same at every one of ``steps``) -> spikes [T, B, ...]. ``compiled``: ``_Window`` under
+    torch.compile; otherwise the C kernels (``kernels.cpu``) where ``kernels.native`` says
+    so, else ``_Window``'s PyTorch loops."""
     save = torch.is_grad_enabled() and current.requires_grad  # the membranes only for a backward
+    if not compiled and kernels.native(current):
+        return kernels.cpu.lif_window(current, steps, dyn, save)
     return _Window.apply(current, steps, dyn, save, compiled)
 
 
