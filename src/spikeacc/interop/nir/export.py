@@ -121,7 +121,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, dt: float | None 
     if "sample_shape" not in state:
         raise ValueError(f"{path} does not record its sample shape (written by an older spikeacc); "
                          "train it again to export it")
-    net = build_network(config["model"], state["sample_shape"], state["n_classes"], hidden=config["hidden"])
+    net = build_network(config["model"], state["sample_shape"], state["n_classes"], hidden=config["hidden"],
+                        options=config.get("model_options", {}))
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as err:
