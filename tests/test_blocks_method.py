@@ -12,29 +12,24 @@ from spikeacc.methods.blocks import Blocks
 from spikeacc.models import MLP, ConvNet
 from spikeacc.neurons import LIF
 
-from tests.helpers import ATOL, assert_grads_close, grads
+from tests.helpers import ATOL, assert_same_loss_and_gradients
+from tests.test_single_spike_method import scaled
 
 DT = torch.float64
 
 
-def scaled(net, gain):
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(gain)
-    return net
-
-
 def assert_same_as_sequential(net, x, y, T, **options):
+    """Loss, logits and every gradient of Blocks == the sequential network's (ATOL)."""
     fast, slow = Blocks(T, **options), Blocks(T, sequential=True, **options)
     if options.get("trainable_decay"):
         fast.prepare(net)
-    loss, logits, g_fast = grads(net, fast, x, y)
-    loss_ref, logits_ref, g_slow = grads(net, slow, x, y)
-    torch.testing.assert_close(loss, loss_ref, rtol=0, atol=ATOL)
-    torch.testing.assert_close(logits, logits_ref, rtol=0, atol=ATOL)
-    assert_grads_close(g_fast, g_slow)
-    assert all(g.abs().sum() > 0 for g in g_fast.values())
+    assert_same_loss_and_gradients(net, fast, slow, x, y)
     return fast
+
+
+def inputs(static, T, B, features):
+    """A static batch [B, features] in [0, 1), or a sequence of spikes [T, B, features]."""
+    return torch.rand(B, features, dtype=DT) if static else (torch.rand(T, B, features) < 0.3).to(DT)
 
 
 @pytest.mark.parametrize("options", [{}, {"readout": "max"}, {"refractory": 2, "block_length": 2},
@@ -44,8 +39,7 @@ def test_mlp_blocks_equal_sequential(options, static):
     torch.manual_seed(0)
     T, B = 20, 5
     net = scaled(MLP(12, [16, 8], 3).double(), 3.0)
-    x = torch.rand(B, 12, dtype=DT) if static else (torch.rand(T, B, 12) < 0.3).to(DT)
-    y = torch.randint(0, 3, (B,))
+    x, y = inputs(static, T, B, 12), torch.randint(0, 3, (B,))
     method = assert_same_as_sequential(net, x, y, T, **options)
     counts = method.infer(net, x).spike_counts
     assert [c.shape for c in counts] == [(B,), (B,)]
@@ -66,8 +60,7 @@ def test_deployed_step_by_step_equals_inference(options, static):
     torch.manual_seed(2)
     T, B = 16, 4
     net = scaled(MLP(10, [12, 6], 3).double(), 3.0)
-    x = torch.rand(B, 10, dtype=DT) if static else (torch.rand(T, B, 10) < 0.3).to(DT)
-    method = Blocks(T, **options)
+    x, method = inputs(static, T, B, 10), Blocks(T, **options)
     if options.get("trainable_decay"):
         method.prepare(net)
         with torch.no_grad():
@@ -117,19 +110,6 @@ def test_trainable_decay_needs_prepare_and_lives_in_the_network():
     method.step(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y)
     assert not torch.equal(before[0], neurons[0].beta_raw) and not torch.equal(before[1], readout.beta_raw)
     assert {"2.blocks.beta_raw", "3.blocks_readout.beta_raw"} <= set(net.state_dict())
-
-
-def test_training_reduces_loss():
-    torch.manual_seed(6)
-    net = scaled(MLP(10, [32], 2), 2.0)
-    x = torch.rand(32, 10)
-    y = (x[:, :5].sum(1) > x[:, 5:].sum(1)).long()
-    method = methods.get("blocks", T=16, refractory=2)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-2)
-    first = method.loss_and_grad(net, x, y)[0]
-    for _ in range(12):
-        method.step(net, optimizer, x, y)
-    assert method.loss_and_grad(net, x, y)[0] < 0.7 * first
 
 
 def test_registry_names_and_bad_options():

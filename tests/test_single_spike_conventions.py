@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from spikeacc.methods.single_spike import SingleSpike
 from spikeacc.models import MLP
+from tests.test_single_spike import loop_membrane as membrane
 
 pytestmark = pytest.mark.usefixtures("float64")
 ATOL = 1e-10
@@ -42,15 +43,6 @@ class FastSigmoidStep(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         return grad / (ctx.scale * x.abs() + 1.0) ** 2, None
-
-
-def membrane(current, beta):
-    """v[t] = beta v[t-1] + I[t] without reset, current [T, B, N]: [T, B, N]."""
-    v, out = torch.zeros_like(current[0]), []
-    for current_t in current:
-        v = beta * v + current_t
-        out.append(v)
-    return torch.stack(out)
 
 
 def double_cumsum(faulty):

@@ -6,10 +6,10 @@ graph), then writes <out>/checkpoint.pt and <out>/metrics.json atomically. The
 optimiser is Adam (``--weight-decay``: its L2 term), its learning rate multiplied by
 ``--lr-gamma`` after each of ``--lr-milestones``; with ``--milestone-restart`` each
 milestone also restarts from the weights of the epoch with the lowest training loss so
-far, with a new Adam (its moments reset), as the single-spike authors' trainer does. ``resume=True`` restores model, optimiser, history and
-RNG states from the checkpoint, so an interrupted run continues exactly as if it had
-not stopped. A NaN/inf loss raises ``TrainingDiverged`` and leaves the last good
-checkpoint as it was.
+far, with a new Adam (its moments reset), as the single-spike authors' trainer does.
+``resume=True`` restores model, optimiser, history, those best weights and RNG states
+from the checkpoint, so an interrupted run continues exactly as if it had not stopped. A
+NaN/inf loss raises ``TrainingDiverged`` and leaves the last good checkpoint as it was.
 """
 from __future__ import annotations
 
