@@ -16,8 +16,14 @@ In ONE process (ratios are what count; the CPU may be shared):
    sequential neuron, and "v2" (the Block code's sequential model), one product for all
    T then the sequential neuron (only the neuron is sequential).
    Also the neuron alone (the current given), the part the method vectorises;
-3. Blocks vs the sequential refractory LIF, same layer, T = 512, R = 4, batch 32, and an
-   exact identical-spikes check (float64 currents).
+3. Blocks (``--method blocks``'s neuron) vs the sequential refractory LIF, same layer,
+   R = 4 (blocks of 5 steps), batch 32, T = 64, 256, 512: the layer's training step, the
+   neuron alone, the Linear alone (forward + backward, the part both share) and an exact
+   identical-spikes check (float64 currents). The bound on the layer's speed-up on this
+   machine: the shared Linear costs the same in both, and a block of L = R + 1 steps can
+   at best replace L sequential steps, so the step can be at most
+   (Linear + sequential neuron) / (Linear + sequential neuron / L) times faster
+   (``blocks_bound``); the neuron alone at most L times.
 Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (drift on
 a shared machine hits both alike); medians. Configurations whose input would exceed
 ``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
@@ -196,9 +202,24 @@ def measure_grid(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def measure_blocks(args: argparse.Namespace, T: int = 512, refractory: int = 4, batch: int = 32) -> dict:
-    if args.quick:
-        T = 64
+BLOCKS_T = (64, 256, 512)
+REFRACTORY = 4
+
+
+def measure_blocks(args: argparse.Namespace) -> list[dict]:
+    """The Blocks rows (module docstring, 3): T = 64, 256, 512 (T = 16, 64 with --quick)."""
+    return [measure_blocks_at(args, T) for T in ((16, 64) if args.quick else BLOCKS_T)]
+
+
+def linear_step(synapse: nn.Linear, x: torch.Tensor) -> Callable[[], None]:
+    """Forward + backward of the Linear alone over all T steps (the part both layers share)."""
+    def step() -> None:
+        synapse.zero_grad(set_to_none=True)
+        synapse(x.reshape(-1, x.shape[-1])).sum().backward()
+    return step
+
+
+def measure_blocks_at(args: argparse.Namespace, T: int, refractory: int = REFRACTORY, batch: int = 32) -> dict:
     beta = decay_from_tau(TAU)
     generator = torch.Generator().manual_seed(SEED)
     x = poisson_input(T, batch, generator).to(args.device)
@@ -212,19 +233,25 @@ def measure_blocks(args: argparse.Namespace, T: int = 512, refractory: int = 4, 
     mismatches = int((spikes_blocks != spikes_seq).sum())
     blocks_neuron = lambda c: blocks_lif(c, beta, THRESHOLD, refractory, SCALE)[0]  # noqa: E731
     sequential = lambda c: sequential_refractory_lif(c, beta, THRESHOLD, refractory, SCALE)[0]  # noqa: E731
-    seconds = timed_round_robin({"blocks": layer_step(synapse, x, blocks_neuron),
-                                 "sequential": layer_step(synapse, x, sequential)}, args)
     current = current64.float().requires_grad_(True)
-    alone = timed_round_robin({"blocks": neuron_step(current, blocks_neuron),
-                               "sequential": neuron_step(current, sequential)}, args)
+    seconds = timed_round_robin({"blocks": layer_step(synapse, x, blocks_neuron),
+                                 "sequential": layer_step(synapse, x, sequential),
+                                 "linear": linear_step(synapse, x),
+                                 "neuron_blocks": neuron_step(current, blocks_neuron),
+                                 "neuron_sequential": neuron_step(current, sequential)}, args)
+    L = refractory + 1
     result = {"T": T, "R": refractory, "batch": batch, "blocks_ms": 1e3 * seconds["blocks"],
               "sequential_ms": 1e3 * seconds["sequential"], "speedup": seconds["sequential"] / seconds["blocks"],
-              "neuron_blocks_ms": 1e3 * alone["blocks"], "neuron_sequential_ms": 1e3 * alone["sequential"],
-              "neuron_speedup": alone["sequential"] / alone["blocks"],
+              "neuron_blocks_ms": 1e3 * seconds["neuron_blocks"],
+              "neuron_sequential_ms": 1e3 * seconds["neuron_sequential"],
+              "neuron_speedup": seconds["neuron_sequential"] / seconds["neuron_blocks"],
+              "linear_ms": 1e3 * seconds["linear"],
+              "blocks_bound": (seconds["linear"] + seconds["neuron_sequential"])
+              / (seconds["linear"] + seconds["neuron_sequential"] / L),
               "spikes": int(spikes_seq.sum()), "spike_mismatches_float64": mismatches,
               "max_spikes_per_neuron": int(spikes_seq.sum(0).max())}
-    print(f"blocks T={T} R={refractory}: layer x{result['speedup']:.2f}, neuron x{result['neuron_speedup']:.2f}, {mismatches} mismatching spikes "
-          f"of {result['spikes']}", flush=True)
+    print(f"blocks T={T} R={refractory}: layer x{result['speedup']:.2f} (bound x{result['blocks_bound']:.2f}), "
+          f"neuron x{result['neuron_speedup']:.2f}, {mismatches} mismatching spikes of {result['spikes']}", flush=True)
     return result
 
 
@@ -289,16 +316,22 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {r['T']} | {r['batch']} | {r['layer_vectorised_ms']:.2f} | {r['layer_v1_ms']:.2f} "
                          f"| {r['layer_v2_ms']:.2f} "
                          f"| {r['neuron_vectorised_ms']:.2f} | {r['neuron_sequential_ms']:.2f} |")
-    b = payload["blocks"]
     lines += ["\n## Blocks vs sequential refractory LIF\n",
-              f"T = {b['T']}, R = {b['R']}, batch {b['batch']}: layer step blocks {b['blocks_ms']:.1f} ms, sequential "
-              f"{b['sequential_ms']:.1f} ms, speed-up x{b['speedup']:.2f}; neuron alone {b['neuron_blocks_ms']:.1f} / "
-              f"{b['neuron_sequential_ms']:.1f} ms, x{b['neuron_speedup']:.2f}; {b['spike_mismatches_float64']} "
-              f"mismatching spikes of {b['spikes']} (float64), up to {b['max_spikes_per_neuron']} spikes per neuron."]
+              f"Layer: Linear({N_IN} -> {payload['hidden']}) + refractory LIF, R = {REFRACTORY} (blocks of "
+              f"{REFRACTORY + 1} steps), batch 32. Bound: (Linear + sequential neuron) / (Linear + sequential "
+              f"neuron / {REFRACTORY + 1}), the layer's speed-up if a block cost no more than one sequential step.\n",
+              "| T | layer blocks (ms) | layer sequential (ms) | speed-up | bound | neuron blocks (ms) "
+              "| neuron sequential (ms) | neuron speed-up | Linear alone (ms) | spikes (mismatching, float64) "
+              "| most spikes of a neuron |", "|---|" + "---|" * 10]
+    for b in payload["blocks"]:
+        lines.append(f"| {b['T']} | {b['blocks_ms']:.1f} | {b['sequential_ms']:.1f} | x{b['speedup']:.2f} "
+                     f"| x{b['blocks_bound']:.2f} | {b['neuron_blocks_ms']:.1f} | {b['neuron_sequential_ms']:.1f} "
+                     f"| x{b['neuron_speedup']:.2f} | {b['linear_ms']:.1f} | {b['spikes']} "
+                     f"({b['spike_mismatches_float64']}) | {b['max_spikes_per_neuron']} |")
     return "\n".join(lines) + "\n"
 
 
-def targets(grid: list[dict], blocks: dict) -> list[str]:
+def targets(grid: list[dict], blocks_rows: list[dict]) -> list[str]:
     out = []
     at128 = next((r for r in grid if r["T"] == 128 and r["batch"] == 32 and "v1_speedup" in r), None)
     if at128:
@@ -306,11 +339,12 @@ def targets(grid: list[dict], blocks: dict) -> list[str]:
         out.append(f"{verdict} layer step vectorised vs sequential at T=128, batch 32: vs v1 (FastSNN) "
                    f"x{at128['v1_speedup']:.2f} (target >= 10), vs v2 (Block) x{at128['v2_speedup']:.2f}, "
                    f"neuron alone x{at128['neuron_speedup']:.2f}")
+    blocks = blocks_rows[-1]  # the largest T (512 in a full run)
     verdict = "PASS" if blocks["speedup"] >= 5 and blocks["spike_mismatches_float64"] == 0 else "MISS"
     out.append(f"{verdict} Blocks vs sequential refractory LIF at T={blocks['T']}, R={blocks['R']}: "
                f"x{blocks['speedup']:.2f} (neuron alone x{blocks['neuron_speedup']:.2f}) with "
                f"{blocks['spike_mismatches_float64']} mismatching spikes "
-               f"(target >= 5, identical spikes)")
+               f"(target >= 5, identical spikes; bound on this machine x{blocks['blocks_bound']:.2f})")
     return out
 
 

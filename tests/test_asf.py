@@ -1,6 +1,8 @@
 """ASF-BP (methods/asf.py) and its IF neuron (neurons/if_neuron.py: asf_neuron), in float64."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -439,3 +441,56 @@ def test_authors_configuration_equals_their_algorithm():
     ties = ASF(T=T, pool_v_th=0.75)  # >= fires on exact ties: other counts
     assert not torch.equal(ties.infer(net, x).spike_counts[0], method.infer(net, x).spike_counts[0])
     assert total["p"].sum() > 0 and total["f"].sum() > 0
+
+
+def test_summed_loss_with_weight_decay_equals_the_authors_step():
+    """reduction="sum" differentiates the authors' MSELoss(reduction="sum"); one Adam step
+    with their weight decay 5e-4 then moves the weights as theirs does (float64, 1e-12)."""
+    torch.manual_seed(14)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), LIF(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(3 * 4 * 4, 6, bias=False), LIF(), nn.Linear(6, 3, bias=False))
+    with torch.no_grad():
+        for p, gain in zip(net.parameters(), (2.0, 3.0, 1.0)):
+            p.mul_(gain)
+    theirs = copy.deepcopy(net)
+    x, y, T = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 1, 0]), 16
+    method = ASF(T=T, pool_v_th=0.75, strict=True, reduction="sum")
+    loss, _ = method.step(net, torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=5e-4), x, y)
+    optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-3, weight_decay=5e-4)
+    ref_logits, _, _ = authors_lenet_reference(theirs, x, T)
+    summed = (ref_logits - F.one_hot(y, 3)).pow(2).sum()
+    summed.backward()
+    grads = {n: p.grad.clone() for n, p in theirs.named_parameters()}
+    optimizer.step()
+    assert loss.item() == pytest.approx(summed.item() / len(y))  # reported: the batch mean
+    for (name, mine), want in zip(net.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(mine.grad, grads[name], rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(mine, want, rtol=0, atol=1e-12, msg=name)
+    assert all(g.abs().sum() > 0 for g in grads.values())
+
+
+def authors_k_updates(epochs: int, steps: int, hz: int = 5) -> list[int]:
+    """k refits after each epoch in the authors' code: ``sign`` is 1 for the epochs with
+    epoch % hz == 0 (epochs from 0), and then every training step refits."""
+    done, counts = 0, []
+    for epoch in range(epochs):
+        done += steps if epoch % hz == 0 else 0
+        counts.append(done)
+    return counts
+
+
+def test_k_refit_every_fifth_epoch_as_the_authors():
+    net = small_mlp(seed=15)
+    x, y = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
+    method = ASF(T=8, k_every_epochs=5)
+    counts = []
+    for epoch in range(1, 13):
+        method.begin_epoch(epoch)
+        for _ in range(3):
+            method.loss_and_grad(net, x, y)
+        counts.append(method.stats()[0]["updates"])
+    assert counts == authors_k_updates(12, 3) == [3] * 5 + [6] * 5 + [9] * 2
+    with pytest.raises(ValueError, match="k_every_epochs"):
+        ASF(T=8, k_every_epochs=-5)
+    with pytest.raises(ValueError, match="reduction"):
+        ASF(T=8, reduction="none")

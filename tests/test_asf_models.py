@@ -69,3 +69,23 @@ def test_asf_with_pooling_neurons_trains_paper_models(name):
     pools = [s["layer"] for s in trainer.stats() if s["layer"].startswith("pool")]
     assert pools == {"lenet5": ["pool.2", "pool.5"], "vgg7": ["pool.4", "pool.11"],  # Sequential indices
                      "dvs-conv": ["pool.2", "pool.5", "pool.8"]}[name]
+
+
+def test_fc_bias_false_is_the_authors_networks():
+    """The authors' networks (neural-lab/ASF-BP: lenet5.py, vgg7.py, dvs_cifar10_ASF.py)
+    have no bias anywhere; their LeNet-5 is conv5x5 20, conv5x5 50, fc 2450 -> 200 -> 10."""
+    lenet = build("lenet5", (1, 28, 28), 10, fc_bias=False)
+    assert [tuple(p.shape) for p in lenet.parameters()] == [(20, 1, 5, 5), (50, 20, 5, 5), (200, 2450), (10, 200)]
+    for name, (shape, widths) in TINY.items():
+        net = build(name, shape, 4, hidden=widths, fc_bias="false")
+        assert all(m.bias is None for m in net if isinstance(m, (nn.Linear, nn.Conv2d)))
+        assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in build(name, shape, 4, hidden=widths).parameters())
+
+
+def test_model_options_are_read_and_checked():
+    from spikeacc.models import read_options
+    assert read_options("dvs-conv", [("input_pool", "2"), ("fc_bias", "off")]) == {"input_pool": 2, "fc_bias": False}
+    with pytest.raises(ValueError, match="model 'conv' has no option fc_bias; its options: none"):
+        build("conv", (1, 8, 8), 3, fc_bias=False)
+    with pytest.raises(ValueError, match="model 'mlp' has no option fc_bias; its options: zero_bias"):
+        build("mlp", (1, 8, 8), 3, fc_bias=False)

@@ -359,6 +359,67 @@ def test_option_values_are_read_as_their_declared_type(args, message, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--model-option", "fc_bias=false"], "model 'mlp' has no option fc_bias; its options: zero_bias"),
+    (["--model", "lenet5", "--model-option", "fc_bias=maybe"], f"model 'lenet5' option fc_bias='maybe': {BOOLEAN}"),
+    (["--lr-milestones", "", "--milestone-restart"],
+     "--milestone-restart restarts at the --lr-milestones; give them"),
+    (["--weight-decay", "-1"], "argument --weight-decay: must be a finite number >= 0, got -1"),
+    (["--augment", "mixup"], "argument --augment: invalid choice: 'mixup'"),
+])
+def test_bad_training_options_exit_2(args, message, tmp_path, capsys):
+    assert in_process("train", *TINY, *args, "--out", str(tmp_path / "o")) == 2
+    assert message in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_user_model_takes_no_model_option(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_nets.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [*TINY[:-2], "--model", "my_nets:build", "--model-option", "zero_bias=true", "--out", str(tmp_path / "o")]
+    assert in_process("train", *args) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "spikeacc: error: --model-option applies to the ready-made models; give a user model's arguments in its "
+        "call, e.g. my_nets:build(key=value)")
+
+
+def test_the_authors_training_options_reach_the_run(tmp_path):
+    from spikeacc.trainer import Trainer
+
+    config = TrainConfig(T=2, limit_train=64, limit_test=32, threads=1, hidden=(32,), weight_decay=5e-4,
+                         model_options=[("zero_bias", "true")], augment="single-spike-fmnist", out=str(tmp_path / "o"))
+    trainer = Trainer(config, log=lambda message: None, progress=False)
+    assert all(torch.equal(layer.bias, torch.zeros_like(layer.bias)) for layer in (trainer.net[1], trainer.net[3]))
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert config.record()["model_options"] == {"zero_bias": True} and config.record()["augment"] == "single-spike-fmnist"
+
+
+def test_milestone_restart_goes_back_to_the_best_weights_with_a_new_adam(tmp_path):
+    from spikeacc.trainer import Trainer
+
+    config = TrainConfig(epochs=2, T=2, limit_train=256, limit_test=100, threads=1, hidden=(32,), lr_milestones=(2,),
+                         milestone_restart=True, out=str(tmp_path / "o"))
+    trainer = Trainer(config, log=lambda message: None, progress=False)
+    trainer.run()
+    best_loss, best = trainer.best
+    assert best_loss == min(record["train_loss"] for record in trainer.history)
+    assert all(torch.equal(value, best[name]) for name, value in trainer.net.state_dict().items())
+    assert not trainer.optimizer.state and trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_milestone_restart_and_augmentation_resume_exactly(tmp_path):
+    recipe = [*TINY[2:], "--epochs", "3", "--lr-milestones", "1,2", "--milestone-restart", "--augment",
+              "single-spike-fmnist"]
+    assert in_process("train", *recipe, "--out", str(tmp_path / "straight")) == 0
+    assert in_process("train", *recipe, "--epochs", "2", "--out", str(tmp_path / "split")) == 0
+    assert in_process("train", *recipe, "--out", str(tmp_path / "split"), "--resume") == 0
+    straight, resumed = (json.loads((tmp_path / name / "metrics.json").read_text())["history"]
+                         for name in ("straight", "split"))
+    for a, b in zip(resumed, straight, strict=True):
+        for key in ("train_loss", "train_acc", "test_acc", "lr"):
+            assert a[key] == b[key], (key, a, b)
+
+
 @pytest.mark.parametrize("word, value", [(word, False) for word in ("False", "false", "no", "OFF", "0")]
                          + [(word, True) for word in ("True", "yes", "On", "1")])
 def test_every_boolean_word_means_what_it_says(word, value):

@@ -17,6 +17,7 @@ from torch import nn
 from spikeacc import LIF, MLP, compiling, methods
 from spikeacc.methods.saf import saf_fire
 from spikeacc.neurons.lif import free_steps, lif_window, neuron_step, window_backward, window_forward
+from spikeacc.neurons.blocks import blocks_lif
 from spikeacc.neurons.single_spike import single_spike_lif
 
 compiling.BACKEND = "aot_eager"
@@ -52,7 +53,8 @@ def run(net, name: str, compile: bool, x, y):
 
 
 COMPILED = {"bptt": window_forward, "ottt-o": neuron_step, "ottt-a": neuron_step, "sr": saf_fire, "saf-e": saf_fire,
-            "saf-f": saf_fire, "asf": free_steps, "single-spike": single_spike_lif}
+            "saf-f": saf_fire, "asf": free_steps, "single-spike": single_spike_lif,
+            "blocks": blocks_lif}
 
 
 @pytest.mark.parametrize("kind", ["mlp", "residual"])

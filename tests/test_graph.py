@@ -13,7 +13,7 @@ from spikeacc.layers import ScaledWSConv2d
 from spikeacc.methods.base import Inputs, lif_forward
 
 AFFINE_ONLY = ["ottt-o", "ottt-a", "sr", "saf-e", "saf-f", "asf"]
-ANY_OP = ["bptt", "single-spike"]
+ANY_OP = ["bptt", "single-spike", "blocks"]
 
 
 class Branches(nn.Module):
@@ -137,7 +137,7 @@ def test_non_affine_ops_are_refused_before_any_computation(layer, named, name):
 
 
 @pytest.mark.parametrize("name", ANY_OP)
-def test_bptt_and_single_spike_accept_any_op(name):
+def test_bptt_single_spike_and_blocks_accept_any_op(name):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), LIF(), nn.MaxPool2d(2), nn.ReLU(),
                         Gate(), nn.Flatten(), nn.Linear(12, 4))

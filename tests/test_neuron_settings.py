@@ -118,6 +118,7 @@ REFUSALS = [  # (method, setting, the feature named)
     ("sr", dict(reset="subtract_late"), "late subtraction"), ("sr", dict(reset="none"), "no reset"),
     ("asf", dict(learn_beta=True, beta=0.5), "learnable tau"),
     ("single-spike", dict(learn_v_th=True), "learnable threshold"),
+    ("blocks", dict(learn_tau=True), "learnable tau"),
 ]
 
 
@@ -137,10 +138,10 @@ def test_a_method_refuses_what_it_is_not_exact_for_in_one_line(method, settings,
     methods.get("bptt", T=3).loss_and_grad(net, x, y)  # which BPTT runs
 
 
-def test_asf_and_single_spike_run_their_own_neurons_whatever_the_settings():
+def test_asf_single_spike_and_blocks_run_their_own_neurons_whatever_the_settings():
     net = make_mlp(dict(reset="hard", decay_input=True, strict=True))
     x, y = batch()
-    for name in ("asf", "single-spike"):
+    for name in ("asf", "single-spike", "blocks"):
         loss, _ = methods.get(name, T=4).loss_and_grad(net, x, y)
         assert torch.isfinite(loss)
 

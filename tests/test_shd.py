@@ -232,6 +232,9 @@ def test_cli_trains_on_shd(tmp_path, capsys):
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert (metrics["T"], metrics["dataset_options"], metrics["n_train"]) == (4, {"max_time": 0.2}, 6)
     capsys.readouterr()
+    assert in_process(*common, "--augment", "single-spike-mnist", "--out", str(tmp_path / "d")) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "spikeacc: error: --augment single-spike-mnist transforms images [C, H, W]; 'shd' samples are [700]")
     (data / "shd_test.h5").write_bytes(b"garbage")
     assert in_process(*common, "--out", str(tmp_path / "b")) == 2
     assert "shd_test.h5: not a readable HDF5 file" in one_error_line(capsys.readouterr().err)

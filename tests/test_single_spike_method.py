@@ -100,13 +100,14 @@ def test_trainable_readout_decay_equals_a_readout_written_by_hand():
     assert spikes.spike_counts[0].sum() > 0
 
 
-def test_training_reduces_loss():
+@pytest.mark.parametrize("name, options", [("single-spike", {}), ("blocks", {"refractory": 2})])
+def test_training_reduces_loss(name, options):
     torch.manual_seed(3)
     T = 16
     net = scaled(MLP(10, [32], 2), 2.0)
     x = torch.rand(32, 10)
     y = (x[:, :5].sum(1) > x[:, 5:].sum(1)).long()
-    method = methods.get("single-spike", T=T)
+    method = methods.get(name, T=T, **options)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-2)
     first = method.loss_and_grad(net, x, y)[0]
     for _ in range(12):

@@ -101,14 +101,24 @@ def number(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, minimum: float, inclusive: bool) -> float:
+    """argparse type: a finite number above ``minimum`` (or equal to it, ``inclusive``)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    if not (value >= minimum if inclusive else value > minimum) or value == float("inf"):
+        wanted = f"a finite number >= {minimum:g}" if inclusive else "a positive finite number"
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return finite_float(text, 0.0, inclusive=False)
+
+
+def non_negative_float(text: str) -> float:
+    return finite_float(text, 0.0, inclusive=True)
 
 
 def model_name(text: str) -> str:
@@ -133,7 +143,7 @@ def int_list(text: str) -> tuple[int, ...]:
 
 def add_train_arguments(train: argparse.ArgumentParser) -> None:
     """The options of ``spikeacc train`` (``spikeacc sweep`` reads lists of them)."""
-    from . import encoders, methods
+    from . import augment, encoders, methods
     from .data import DATASETS
     from .models import MODELS
 
@@ -157,6 +167,13 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--lr-milestones", type=int_list, default=(), metavar="E[,E...]",
                        help="epochs after which the learning rate is multiplied by --lr-gamma")
     train.add_argument("--lr-gamma", type=positive_float, default=0.1, help="learning-rate factor at each milestone")
+    train.add_argument("--milestone-restart", action="store_true",
+                       help="at each milestone, go back to the weights of the epoch with the lowest training loss "
+                            "with a new Adam (the single-spike authors' trainer)")
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                       help="Adam's weight decay (L2 term added to the gradient; the ASF-BP authors': 5e-4)")
+    train.add_argument("--augment", choices=list(augment.AUGMENTATIONS), default=None,
+                       help="augment the training images (the single-spike authors' transforms, before the encoder)")
     train.add_argument("--encoder", choices=list(encoders.ENCODERS), default=None,
                        help="input coding; none given: direct, or frames for event datasets")
     train.add_argument("--out", default=None,
@@ -181,6 +198,11 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
                        help="train on a seeded random N samples")
     train.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                        help="test on a seeded random N samples")
+    train.add_argument("--model-option", dest="model_options", type=key_value, action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="option of a ready-made model, repeatable, e.g. zero_bias=true (mlp: biases start at 0, "
+                            "the single-spike authors'), fc_bias=false (lenet5, vgg7, dvs-conv: no bias, the ASF-BP "
+                            "authors')")
     train.add_argument("--method-option", dest="method_options", type=key_value, action="append",
                        default=[], metavar="KEY=VALUE",
                        help="option of the method's constructor, repeatable; VALUE is read as the option's "

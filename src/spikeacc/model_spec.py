@@ -1,6 +1,7 @@
 """A network as the command line names it (``spikeacc train --model``, ``spikeacc export``).
 
-* a ready-made model (``spikeacc.models.MODELS``), sized by ``--hidden``;
+* a ready-made model (``spikeacc.models.MODELS``), sized by ``--hidden``, with its options
+  (``--model-option``, ``spikeacc.models.read_options``);
 * ``package.module:function``: the user's builder, called as ``function(sample_shape,
   n_classes)``;
 * ``package.module:function(key=value, ...)``: called with those arguments alone (Python
@@ -28,13 +29,17 @@ from .neurons import LIF
 
 
 def build_network(spec: str, sample_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (),
-                  neuron: LIF | None = None) -> nn.Module:
-    """The network ``spec`` names (module docstring), for samples of ``sample_shape``."""
+                  neuron: LIF | None = None, options: dict[str, object] | None = None) -> nn.Module:
+    """The network ``spec`` names (module docstring), for samples of ``sample_shape``;
+    ``options``: a ready-made model's options."""
     sample_shape = tuple(sample_shape)
     if ":" not in spec:
-        return build(spec, sample_shape, n_classes, neuron, hidden)
+        return build(spec, sample_shape, n_classes, neuron, hidden, **(options or {}))
     if hidden:
         raise ValueError(f"--hidden does not apply to a user model ({spec}); its builder sets the sizes")
+    if options:
+        raise ValueError(f"--model-option applies to the ready-made models; give a user model's arguments in "
+                         f"its call, e.g. {spec.partition('(')[0]}(key=value)")
     builder, arguments = _builder(spec)
     net = _call(spec, builder, arguments if arguments is not None else ((sample_shape, n_classes), {}))
     if not isinstance(net, nn.Module):

@@ -7,18 +7,23 @@ serves BPTT, OTTT, SR, SAF and the others. Whatever follows the last neuron is t
 non-spiking readout. Every builder takes ``neuron``, a LIF whose settings each neuron
 position copies (each position gets its own LIF, so they can be changed one by one), and
 records ``sample_shape``, the shape of one input sample, which tells a static batch
-[B, ...] from a sequence [T, B, ...] when B == T.
+[B, ...] from a sequence [T, B, ...] when B == T. A builder's keywords beyond the sizes are
+its options (``spikeacc train --model-option KEY=VALUE``, ``read_options``), among them
+the authors' conventions: ``zero_bias`` of the MLP (the single-spike authors' code starts
+every bias at zero) and ``fc_bias`` of the ASF-BP networks (their fully connected layers
+have no bias).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .layers import Scale, ScaledWSConv2d
 from .neurons import LIF
+from .typed_options import declared_types, read_options as read_declared
 
 
 def _neurons(template: LIF | None) -> Callable[[], LIF]:
@@ -40,11 +45,14 @@ def _check_positive(what: str, values: Sequence[int]) -> None:
 
 
 def MLP(in_features: int, hidden: Sequence[int], n_classes: int, neuron: LIF | None = None,
-        sample_shape: tuple[int, ...] | None = None) -> nn.Sequential:
+        sample_shape: tuple[int, ...] | None = None, zero_bias: bool = False) -> nn.Sequential:
     """Flatten -> [Linear -> LIF]... -> Linear: in_features -> hidden... -> n_classes.
 
     Inputs may be [B, in_features] or any [B, *shape] with in_features elements per
     sample; ``sample_shape`` (e.g. (1, 28, 28)) names the shape the data comes in.
+    Weights and biases start as PyTorch's Linear starts them, U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)); with ``zero_bias`` the biases start at 0, as in the single-spike
+    authors' code (their weights are drawn from the same uniform).
     """
     _check_positive("MLP sizes", [in_features, *hidden, n_classes])
     sample_shape = tuple(sample_shape or (in_features,))
@@ -54,7 +62,13 @@ def MLP(in_features: int, hidden: Sequence[int], n_classes: int, neuron: LIF | N
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), new_neuron()]
-    return _sequential([*layers, nn.Linear(sizes[-1], n_classes)], sample_shape)
+    net = _sequential([*layers, nn.Linear(sizes[-1], n_classes)], sample_shape)
+    if zero_bias:
+        with torch.no_grad():
+            for layer in net:
+                if isinstance(layer, nn.Linear):
+                    layer.bias.zero_()
+    return net
 
 
 def ConvNet(in_shape: tuple[int, int, int] = (1, 28, 28), channels: Sequence[int] = (16, 32),
@@ -74,7 +88,9 @@ def ConvNet(in_shape: tuple[int, int, int] = (1, 28, 28), channels: Sequence[int
 
 # --- the ASF-BP paper's networks (Wu et al., AAAI 2021; authors' code neural-lab/ASF-BP) -----
 # Convolutions have no bias and weights are He-normal N(0, 2 / fan_in), as in the
-# authors' code; pooling is average pooling (linear in the spike counts).
+# authors' code; pooling is average pooling (linear in the spike counts). The fully
+# connected layers have biases (starting at 0) unless ``fc_bias=False``: the authors'
+# networks have none.
 
 def _he_normal(net: nn.Module) -> nn.Module:
     with torch.no_grad():
@@ -100,50 +116,53 @@ def _conv_stack(c_in: int, stages: Sequence[Sequence[int]], new_neuron: Callable
 
 
 def _conv_head(layers: list[nn.Module], channels: int, side: tuple[int, int], fc: int, n_classes: int,
-               new_neuron: Callable[[], LIF], in_shape: tuple[int, int, int]) -> nn.Sequential:
+               new_neuron: Callable[[], LIF], in_shape: tuple[int, int, int], fc_bias: bool) -> nn.Sequential:
     """avgpool2 -> flatten -> fc -> neuron -> readout, after a conv stack ending at ``side``."""
     height, width = side[0] // 2, side[1] // 2
     if min(height, width) < 1:
         raise ValueError(f"input {in_shape[1]}x{in_shape[2]} too small for this network's poolings")
-    head = [nn.AvgPool2d(2), nn.Flatten(), nn.Linear(channels * height * width, fc), new_neuron(),
-            nn.Linear(fc, n_classes)]
+    head = [nn.AvgPool2d(2), nn.Flatten(), nn.Linear(channels * height * width, fc, bias=fc_bias), new_neuron(),
+            nn.Linear(fc, n_classes, bias=fc_bias)]
     return _he_normal(_sequential([*layers, *head], in_shape))
 
 
 def LeNet5(in_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10, neuron: LIF | None = None,
-           widths: Sequence[int] = (20, 50, 200)) -> nn.Sequential:
+           widths: Sequence[int] = (20, 50, 200), fc_bias: bool = True) -> nn.Sequential:
     """conv5x5(20) -> avgpool2 -> conv5x5(50) -> avgpool2 -> flatten -> fc(200) -> readout
-    (the ASF-BP MNIST network); ``widths`` = (conv1, conv2, fc)."""
+    (the ASF-BP MNIST network); ``widths`` = (conv1, conv2, fc); ``fc_bias=False``: no
+    bias anywhere, as in the authors' code."""
     _check_positive("LeNet5 shape and widths", [*in_shape, *widths, n_classes])
     if len(widths) != 3:
         raise ValueError(f"LeNet5 widths are (conv1, conv2, fc), got {list(widths)}")
     new_neuron = _neurons(neuron)
     layers, prev = _conv_stack(in_shape[0], [[widths[0]], [widths[1]]], new_neuron, kernel=5)
     side = (in_shape[1] // 2, in_shape[2] // 2)
-    return _conv_head(layers, prev, side, widths[2], n_classes, new_neuron, tuple(in_shape))
+    return _conv_head(layers, prev, side, widths[2], n_classes, new_neuron, tuple(in_shape), fc_bias)
 
 
 def VGG7(in_shape: tuple[int, int, int] = (3, 32, 32), n_classes: int = 10, neuron: LIF | None = None,
-         widths: Sequence[int] = (64, 64, 128, 128, 128, 1024)) -> nn.Sequential:
+         widths: Sequence[int] = (64, 64, 128, 128, 128, 1024), fc_bias: bool = True) -> nn.Sequential:
     """conv3x3 64, 64 -> avgpool2 -> conv3x3 128, 128, 128 -> avgpool2 -> flatten -> fc(1024)
     -> readout (the ASF-BP CIFAR-10 network, bias-free convolutions; the authors' code
-    max-pools the second time, here both poolings average)."""
+    max-pools the second time, here both poolings average); ``fc_bias=False``: no bias
+    anywhere, as in the authors' code."""
     _check_positive("VGG7 shape and widths", [*in_shape, *widths, n_classes])
     if len(widths) != 6:
         raise ValueError(f"VGG7 widths are (conv1..conv5, fc), got {list(widths)}")
     new_neuron = _neurons(neuron)
     layers, prev = _conv_stack(in_shape[0], [widths[:2], widths[2:5]], new_neuron)
     side = (in_shape[1] // 2, in_shape[2] // 2)
-    return _conv_head(layers, prev, side, widths[5], n_classes, new_neuron, tuple(in_shape))
+    return _conv_head(layers, prev, side, widths[5], n_classes, new_neuron, tuple(in_shape), fc_bias)
 
 
 def DVSConvNet(in_shape: tuple[int, int, int] = (2, 128, 128), n_classes: int = 10,
                neuron: LIF | None = None, widths: Sequence[int] = (32, 64, 128, 256),
-               input_pool: int | None = None) -> nn.Sequential:
+               input_pool: int | None = None, fc_bias: bool = True) -> nn.Sequential:
     """Event frames: [avgpool input_pool] conv3x3 32 -> avgpool2 -> conv3x3 64 -> avgpool2
     -> conv3x3 128 -> avgpool2 -> flatten -> fc(256) -> readout. ``input_pool`` (default
     max(1, H // 32)) averages the input frames down to at most ~32x32 first;
-    ``widths`` = (conv channels..., fc)."""
+    ``widths`` = (conv channels..., fc); ``fc_bias=False``: no bias anywhere, as in the
+    ASF-BP authors' CIFAR10-DVS code."""
     _check_positive("DVSConvNet shape and widths", [*in_shape, *widths, n_classes])
     if len(widths) < 2:
         raise ValueError(f"DVSConvNet widths are (conv channels..., fc), got {list(widths)}")
@@ -154,7 +173,7 @@ def DVSConvNet(in_shape: tuple[int, int, int] = (2, 128, 128), n_classes: int = 
     layers, prev = _conv_stack(in_shape[0], [[ch] for ch in widths[:-1]], new_neuron, first)
     shrink = pool * 2 ** (len(widths) - 2)
     side = (in_shape[1] // shrink, in_shape[2] // shrink)
-    return _conv_head(layers, prev, side, widths[-1], n_classes, new_neuron, tuple(in_shape))
+    return _conv_head(layers, prev, side, widths[-1], n_classes, new_neuron, tuple(in_shape), fc_bias)
 
 
 # --- the OTTT / SAF papers' CIFAR network and a small spiking ResNet --------------------------
@@ -241,16 +260,16 @@ class SpikingResNet(nn.Module):
 
 # --- the registry (``spikeacc train --model``) --------------------------------------------------
 
-def _mlp(sample_shape, n_classes, neuron, hidden):
-    return MLP(math.prod(sample_shape), hidden or (800,), n_classes, neuron, sample_shape)
+def _mlp(sample_shape, n_classes, neuron, hidden, **options):
+    return MLP(math.prod(sample_shape), hidden or (800,), n_classes, neuron, sample_shape, **options)
 
 
 def _image_model(name: str, factory: Callable) -> Callable:
-    def build_model(sample_shape, n_classes, neuron, hidden):
+    def build_model(sample_shape, n_classes, neuron, hidden, **options):
         if len(sample_shape) != 3:
             raise ValueError(f"model {name!r} needs image samples [C, H, W], got shape {tuple(sample_shape)}")
         return factory(tuple(sample_shape), n_classes=n_classes, neuron=neuron,
-                       **({"widths": tuple(hidden)} if hidden else {}))
+                       **({"widths": tuple(hidden)} if hidden else {}), **options)
     return build_model
 
 
@@ -269,13 +288,25 @@ MODELS: dict[str, Callable] = {
     "vgg-sws": _image_model("vgg-sws", VGGsWS),
     "resnet": _image_model("resnet", SpikingResNet),
 }
+# the function behind each name: its keywords but the sizes that ``build`` sets are the model's options
+BUILDERS: dict[str, Callable] = {"mlp": MLP, "conv": ConvNet, "lenet5": LeNet5, "vgg7": VGG7, "dvs-conv": DVSConvNet,
+                                 "vgg-sws": VGGsWS, "resnet": SpikingResNet}
+SIZES = ("in_features", "hidden", "n_classes", "neuron", "sample_shape", "in_shape", "channels", "widths")
+
+
+def read_options(name: str, options: Iterable[tuple[str, object]]) -> dict[str, object]:
+    """The options of model ``name`` (``BUILDERS``), each read as the type its builder
+    declares; ValueError for an unknown model, an option it does not take or a bad value."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or package.module:function")
+    declared = declared_types(BUILDERS[name], skip=SIZES) if name in BUILDERS else {}
+    return read_declared(declared, options, f"model {name!r}")
 
 
 def build(name: str, sample_shape: tuple[int, ...], n_classes: int, neuron: LIF | None = None,
-          hidden: Sequence[int] = ()) -> nn.Module:
+          hidden: Sequence[int] = (), **options) -> nn.Module:
     """Build model ``name`` for samples of ``sample_shape``; ``hidden`` are layer widths
-    (MLP) or channels (conv nets), empty for the model's default. (A user's network named
-    on the command line: ``spikeacc.model_spec``.)"""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} or package.module:function")
-    return MODELS[name](tuple(sample_shape), n_classes, neuron, tuple(hidden))
+    (MLP) or channels (conv nets), empty for the model's default; ``options`` are read by
+    ``read_options``. (A user's network named on the command line: ``spikeacc.model_spec``.)"""
+    read = read_options(name, options.items())
+    return MODELS[name](tuple(sample_shape), n_classes, neuron, tuple(hidden), **read)

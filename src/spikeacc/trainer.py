@@ -1,11 +1,15 @@
 """The training loop behind ``spikeacc train``: dataset -> encoder -> model -> method.
 
-Every epoch trains on shuffled batches (``method.step``), evaluates test accuracy
-with ``method.infer`` (no graph), then writes <out>/checkpoint.pt and
-<out>/metrics.json atomically. ``resume=True`` restores model, optimiser, history and
-RNG states from the checkpoint, so an interrupted run continues exactly as if it had
-not stopped. A NaN/inf loss raises ``TrainingDiverged`` and leaves the last good
-checkpoint as it was.
+Every epoch trains on shuffled batches (``method.step``; ``--augment`` transforms each
+training batch before the encoder), evaluates test accuracy with ``method.infer`` (no
+graph), then writes <out>/checkpoint.pt and <out>/metrics.json atomically. The
+optimiser is Adam (``--weight-decay``: its L2 term), its learning rate multiplied by
+``--lr-gamma`` after each of ``--lr-milestones``; with ``--milestone-restart`` each
+milestone also restarts from the weights of the epoch with the lowest training loss so
+far, with a new Adam (its moments reset), as the single-spike authors' trainer does.
+``resume=True`` restores model, optimiser, history, those best weights and RNG states
+from the checkpoint, so an interrupted run continues exactly as if it had not stopped. A
+NaN/inf loss raises ``TrainingDiverged`` and leaves the last good checkpoint as it was.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
-from . import __version__, data, distributed, encoders, methods
+from . import __version__, augment, data, distributed, encoders, methods, models
 from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, METRICS, atomic_write, prepare_run_dir, read_checkpoint,
                          weight_differences)
 from . import graph
@@ -69,6 +73,9 @@ class TrainConfig:
     lr: float = 1e-3
     lr_milestones: tuple[int, ...] = ()  # epochs after which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    milestone_restart: bool = False  # at each milestone: the best (lowest train loss) weights, a new Adam
+    weight_decay: float = 0.0  # Adam's L2 term
+    augment: str | None = None  # a name in augment.AUGMENTATIONS: training batches only
     encoder: str | None = None  # None: "frames" for event data, "direct" otherwise
     out: str | None = None  # None: a new directory runs/<method>-<dataset>-<UTC time>
     seed: int = 0
@@ -80,6 +87,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast of the products (neuron state stays float32)
     compile: bool = False  # neuron dynamics under torch.compile
     resume: bool = False
+    model_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # ready-made model kwargs
     method_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # constructor kwargs
     encoder_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # encoder kwargs
     dataset_options: list[tuple[str, object]] = dataclasses.field(default_factory=list)  # loader kwargs
@@ -103,6 +111,12 @@ class TrainConfig:
         if ":" in self.model and (self.tau, self.v_th) != (2.0, 1.0):
             raise ValueError(f"--tau and --v-th set the built-in models' neurons; model {self.model} builds its own")
         self.neuron()  # LIF's own checks: tau > 1, v_th > 0
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.milestone_restart and not self.lr_milestones:
+            raise ValueError("--milestone-restart restarts at the --lr-milestones; give them")
+        if self.augment is not None:
+            augment.get(self.augment)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.out is not None and not str(self.out).strip():
@@ -115,12 +129,15 @@ class TrainConfig:
         self.read_options()
 
     def read_options(self) -> None:
-        """Read the method, encoder and dataset options as the types their functions declare
-        (``spikeacc.typed_options``; text such as "off" included), in place."""
+        """Read the model, method, encoder and dataset options as the types their functions
+        declare (``spikeacc.typed_options``; text such as "off" included), in place. A
+        user's model takes no options (``model_spec.build_network`` says so)."""
         for key, _ in self.method_options:
             if key in RUN_SETTINGS:
                 raise ValueError(f"--method-option {key}: {key} is a setting of the run, not a method "
                                  f"option; give --{key}")
+        if ":" not in self.model:
+            self.model_options = list(models.read_options(self.model, self.model_options).items())
         self.method_options = list(methods.read_options(self.method, self.method_options).items())
         self.encoder_options = list(encoders.read_options(self.encoder_name(), self.encoder_options).items())
         self.dataset_options = list(data.read_options(self.dataset, self.dataset_options).items())
@@ -140,7 +157,7 @@ class TrainConfig:
         values = {key: value for key, value in record.items() if key in known}
         for key in ("hidden", "lr_milestones"):
             values[key] = tuple(values.get(key, ()))
-        for key in ("method_options", "encoder_options", "dataset_options"):
+        for key in ("model_options", "method_options", "encoder_options", "dataset_options"):
             values[key] = list(dict(values.get(key, {})).items())
         return cls(**values)
 
@@ -149,6 +166,7 @@ class TrainConfig:
         record = dataclasses.asdict(self)
         record["hidden"] = list(self.hidden)
         record["lr_milestones"] = list(self.lr_milestones)
+        record["model_options"] = dict(self.model_options)
         record["method_options"] = dict(self.method_options)
         record["encoder_options"] = dict(self.encoder_options)
         record["dataset_options"] = dict(self.dataset_options)
@@ -204,11 +222,12 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     return maxrss / (2**20 if sys.platform == "darwin" else 1024), "ru_maxrss (whole process)"
 
 
-def adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(parameters, lr: float, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Adam:
     """The trainer's optimizer: torch's fused Adam (one kernel per parameter) where the
     device has it, about half the time of the per-op default's update in a one-thread MLP
-    784-800-10 step at batch 64."""
-    return torch.optim.Adam(parameters, lr=lr, fused=True if device.type in ("cpu", "cuda") else None)
+    784-800-10 step at batch 64. ``weight_decay``: Adam's L2 term (added to the gradient)."""
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay,
+                            fused=True if device.type in ("cpu", "cuda") else None)
 
 
 def load_data(config: TrainConfig) -> tuple[DataSplit, encoders.Encoder]:
@@ -223,8 +242,8 @@ def build_model(config: TrainConfig, sample_shape: tuple[int, ...], n_classes: i
     as single-spike's trainable decays attached); ``load_run`` rebuilds a run the same way."""
     method = methods.get(config.method, T=config.T, compile=config.compile, **dict(config.method_options))
     neuron = config.neuron() if ":" not in config.model else None
-    net = build_network(config.model, sample_shape, n_classes, hidden=config.hidden,
-                        neuron=neuron).to(device, torch.float32)  # the data's dtype
+    net = build_network(config.model, sample_shape, n_classes, hidden=config.hidden, neuron=neuron,
+                        options=dict(config.model_options)).to(device, torch.float32)  # the data's dtype
     if hasattr(method, "prepare"):  # e.g. single-spike's trainable decays join the net
         method.prepare(net)
     return method, net
@@ -267,14 +286,19 @@ class Trainer:
         self.split, self.encoder = load_data(config)
         self.method, self.net = build_model(config, self.split.sample_shape, self.split.n_classes, self.device)
         distributed.attach(self.method, self.net, self.group)
-        self.optimizer = adam(self.net.parameters(), config.lr, self.device)
+        self.optimizer = adam(self.net.parameters(), config.lr, self.device, config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(  # a no-op without milestones
             self.optimizer, list(config.lr_milestones), config.lr_gamma)
         self.train_idx = subset_indices(len(self.split.train), config.limit_train, config.seed)
         self.test_idx = subset_indices(len(self.split.test), config.limit_test, config.seed + 1)
         self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.augment = augment.get(config.augment) if config.augment else None
+        if self.augment and len(self.split.sample_shape) != 3:
+            raise ValueError(f"--augment {config.augment} transforms images [C, H, W]; {self.split.name!r} "
+                             f"samples are {list(self.split.sample_shape)}")
         self.history: list[dict] = []
         self.deployed_test_acc: float | None = None  # once every epoch is trained
+        self.best: tuple[float, dict] | None = None  # (train loss, weights) of the best epoch, --milestone-restart
         self.first_loss: float | None = None  # of the run's first batch (the explosion guard's scale)
         self.position = (0, 0)  # (epoch, batch) being trained
         self.samples_trained = 0  # by this rank
@@ -335,6 +359,8 @@ class Trainer:
             record["lr"] = self.optimizer.param_groups[0]["lr"]
             self.schedule.step()
             record.update(self.evaluate())
+            if self.config.milestone_restart:
+                self.restart_at_milestone(epoch, record["train_loss"])
             if hasattr(self.method, "stats"):  # e.g. ASF-BP's per-layer k and fit error
                 record["method_stats"] = self.method.stats()
             self.history.append(record)
@@ -349,6 +375,16 @@ class Trainer:
                      f"acc {record['train_acc']:.2%} | test acc {record['test_acc']:.2%} "
                      f"| {record['epoch_time_s']:.2f}s")
 
+    def restart_at_milestone(self, epoch: int, train_loss: float) -> None:
+        """Keep the weights of the epoch with the lowest training loss; after a milestone
+        epoch, go back to them with a new Adam (the single-spike authors' trainer)."""
+        if self.best is None or train_loss < self.best[0]:
+            self.best = (train_loss, {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+        if epoch in self.config.lr_milestones:
+            self.net.load_state_dict(self.best[1])
+            self.optimizer.state.clear()  # Adam's moments and step counts: a new Adam at the decayed rate
+            self.log(f"epoch {epoch}: milestone; restarting from the weights of train loss {self.best[0]:.4f}")
+
     def global_batches(self) -> list[torch.Tensor]:
         """This epoch's global batches of training indices (the same on every rank); a last
         batch with fewer samples than ranks is dropped (a rank would get none)."""
@@ -359,6 +395,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the (shuffled) training subset: mean loss, accuracy, wall time."""
         self.net.train()
+        self.method.begin_epoch(epoch)
         global_batches = self.global_batches()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(global_batches, desc=f"epoch {epoch}/{self.config.epochs}", disable=self._no_bar(), leave=False)
@@ -370,6 +407,8 @@ class Trainer:
             n_global = len(indices)
             self.group.set_batch(len(y), n_global)
             try:
+                if self.augment:
+                    x = self.augment(x)
                 with self._autocast():
                     loss, logits = self.method.step(self.net, self.optimizer, self.encoder(x), y)
             except distributed.DistributedError:
@@ -465,6 +504,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "method": self.method.state_dict() if hasattr(self.method, "state_dict") else None,
+            "best": self.best,
             "samples_trained": self.samples_per_rank,
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -481,6 +521,7 @@ class Trainer:
         if state.get("method") is not None:  # e.g. ASF-BP's fitted k
             self.method.load_state_dict(state["method"])
         self.history = list(state["history"])
+        self.best = state.get("best")
         self.first_loss = state["first_loss"]
         self.samples_per_rank = list(state["samples_trained"])
         self.samples_trained = self.samples_per_rank[self.group.rank]

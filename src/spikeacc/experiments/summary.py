@@ -43,8 +43,9 @@ def finished_trials(out: Path) -> list[dict]:
 
 
 # the settings of a run that make a configuration, besides method, T, tau and seed
-SETTINGS = ("dataset", "model", "hidden", "v_th", "batch_size", "lr", "lr_milestones", "lr_gamma", "encoder",
-            "limit_train", "limit_test", "amp", "compile", "method_options", "encoder_options", "dataset_options")
+SETTINGS = ("dataset", "model", "hidden", "v_th", "batch_size", "lr", "lr_milestones", "lr_gamma",
+            "milestone_restart", "weight_decay", "augment", "encoder", "limit_train", "limit_test", "amp", "compile",
+            "model_options", "method_options", "encoder_options", "dataset_options")
 
 
 def _row(run_dir: Path, metrics: dict, varying: list[str]) -> dict:

@@ -6,6 +6,7 @@ from typing import Iterable
 from ..typed_options import declared_types, read_options as read_declared
 from .asf import ASF
 from .base import Inference, Method, spiking_inference
+from .blocks import Blocks
 from .bptt import BPTT
 from .ottt import OTTT
 from .saf import SAFE, SAFF
@@ -25,6 +26,7 @@ _REGISTRY: dict[str, tuple[type[Method], dict[str, object]]] = {
     "saf-f": (SAFF, {}),
     "asf": (ASF, {}),
     "single-spike": (SingleSpike, {}),
+    "blocks": (Blocks, {}),
 }
 
 
@@ -62,5 +64,5 @@ def get(name: str, T: int, static_once: bool = True, compile: bool = False, **op
     return method
 
 
-__all__ = ["BPTT", "LIF_METHODS", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
+__all__ = ["BPTT", "Blocks", "LIF_METHODS", "OTTT", "SAFE", "SAFF", "Inference", "Method", "SpikeRepresentation",
            "get", "names", "read_options", "spiking_inference"]

@@ -25,7 +25,11 @@ X_l > 0, with k_l fitted on the batch over the elements with X >= O,
 
     k_hat = sum O / sum X,   k <- 0.6 k_hat + 0.4 k,   k = 1 initially,
 
-re-estimated every ``k_every`` training steps (one k per layer, or per channel).
+re-estimated every ``k_every`` training steps (one k per layer, or per channel); with
+``k_every_epochs`` = N only in epochs 1, 1 + N, 1 + 2N, ... (the trainer says when an
+epoch begins, ``Method.begin_epoch``): the authors' code refits k at every step of every
+5th epoch (counted from 0 there: their epochs 0, 5, 10, ...), and not at all when that
+cadence is not below the run's number of epochs, a case left out here.
 
 Backward: ONE autograd pass over the accumulated values. Each hidden layer's output is
 ``replace_grad(O_l, k_l 1[X_l > 0] X_l)``: the forward value is the true count and
@@ -35,8 +39,11 @@ the gradient is
 
 so backward time and memory do not depend on T. The readout is non-spiking,
 y = W_out O_L / (V_th T) + b_out (its constant terms scaled by V_th T), trained with MSE to the one-hot label (the paper's
-loss; per-sample squared error summed over classes, averaged over the batch, where the
-authors' code also sums over the batch, a mere rescaling) or with cross-entropy.
+loss; per-sample squared error summed over classes) or with cross-entropy, averaged over
+the batch, or with ``reduction="sum"`` summed over it as the authors' code does
+(``MSELoss(reduction="sum")``): B times the gradient, which matters beside Adam's weight
+decay (theirs is 5e-4, ``spikeacc train --weight-decay``). Over several processes the
+sum is over the global batch. The loss returned is the batch mean either way.
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ from ..neurons.surrogate import state_precision
 from .base import Inference, Inputs, Method, per_sample, replace_grad, run_window, steps_first
 
 LOSSES = ("mse", "ce")
+REDUCTIONS = ("mean", "sum")
 
 
 Total = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes of a run
@@ -200,13 +208,18 @@ class ASF(Method):
         loss: "mse" (to one-hot, the paper's) or "ce".
         per_channel: one k per channel (dim 1 of a neuron's output) instead of per neuron site.
         k_every: re-estimate k every this many training steps (0: keep k = 1).
+        k_every_epochs: re-estimate k only in every this many-th epoch, from the first
+            (0: every epoch; the authors' code: 5).
+        reduction: "mean" or "sum" of the per-sample losses over the batch (the authors': sum).
         chunk: time steps simulated per batched window in the forward (None: all T at
             once; the default 10 bounds forward memory independently of T).
         pool_v_th: threshold of IF neurons after each pooling of spikes (the authors'
             spiking average pooling, 0.75 in their code); None pools counts linearly.
         strict: all IF neurons fire on v > V_th, as in the authors' code, instead of >=.
 
-    The authors' configuration is ``pool_v_th=0.75, strict=True``; spikeacc's default
+    The authors' configuration is ``pool_v_th=0.75, strict=True, k_every_epochs=5,
+    reduction="sum"`` with Adam's weight decay 5e-4 and LeNet-5 without biases
+    (``fc_bias=False``); spikeacc's default
     pools linearly and fires on >= (with spiking pooling, >= lets the 0.75 neurons fire on
     exact ties of three pooled spikes, which changes the fitted pooling k: 1.08 instead of
     0.89 on the authors' LeNet-5, and the gradients).
@@ -216,21 +229,25 @@ class ASF(Method):
     neuron_rule = "own"
 
     def __init__(self, T: int, v_th: float = 1.0, leak: float = 1.0, loss: str = "mse",
-                 per_channel: bool = False, k_every: int = 1, chunk: int | None = 10,
-                 pool_v_th: float | None = None, strict: bool = False) -> None:
+                 per_channel: bool = False, k_every: int = 1, k_every_epochs: int = 0, reduction: str = "mean",
+                 chunk: int | None = 10, pool_v_th: float | None = None, strict: bool = False) -> None:
         super().__init__(T)
         if loss not in LOSSES:
             raise ValueError(f"ASF loss must be one of {LOSSES}, got {loss!r}")
-        if int(k_every) != k_every or k_every < 0:
-            raise ValueError(f"ASF k_every must be an integer >= 0, got {k_every}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"ASF reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        for name, value in (("k_every", k_every), ("k_every_epochs", k_every_epochs)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"ASF {name} must be an integer >= 0, got {value}")
         if chunk is not None and (int(chunk) != chunk or chunk <= 0):
             raise ValueError(f"ASF chunk must be a positive integer or None, got {chunk}")
         self.neuron = asf_neuron(v_th, leak, strict)
         self.pool_neuron = None if pool_v_th is None else asf_neuron(pool_v_th, strict=strict)
-        self.loss, self.per_channel = loss, per_channel
-        self.k_every, self.chunk = int(k_every), chunk
+        self.loss, self.reduction, self.per_channel = loss, reduction, per_channel
+        self.k_every, self.k_every_epochs, self.chunk = int(k_every), int(k_every_epochs), chunk
         self.gains: dict[str, AdaptiveGain] = {}  # one per stage, by stage name
         self.train_steps = 0
+        self.epoch = 1  # set by the trainer (begin_epoch)
 
     def _stages(self, program: Program) -> list[Stage]:
         found = stages(program, self.pool_neuron)
@@ -251,6 +268,14 @@ class ASF(Method):
         """Per stage in graph order (neurons by module name, poolings "pool.<module>"):
         k in use, last k_hat, fit error of O vs kX, number of k updates."""
         return [gain.stats(name) for name, gain in self.gains.items()]
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def refits_k(self) -> bool:
+        """Does this training step re-estimate k (``k_every``, ``k_every_epochs``)?"""
+        in_epoch = self.k_every_epochs == 0 or (self.epoch - 1) % self.k_every_epochs == 0
+        return in_epoch and self.k_every > 0 and self.train_steps % self.k_every == 0
 
     def forward_flow(self, program: Program, ctx: CallContext, inputs: Inputs) -> Flow:
         """The no-graph T-step simulation of this method's network."""
@@ -273,16 +298,22 @@ class ASF(Method):
         program, inputs, ctx = self.setup(net, x, y)
         self._stages(program)
         flow = self.forward_flow(program, ctx, inputs)
-        update_k = self.k_every > 0 and self.train_steps % self.k_every == 0
-        logits = self.equivalent_network(program, ctx, flow, update_k)
+        logits = self.equivalent_network(program, ctx, flow, self.refits_k())
         self.train_steps += 1
         if self.loss == "mse":
             target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
             loss = (logits - target).pow(2).sum(1).mean()
         else:
             loss = F.cross_entropy(logits, y)
-        self.backward(loss, ctx)
+        self.backward(loss * self.batch_scale(y), ctx)
         return loss.detach(), logits.detach()
+
+    def batch_scale(self, y: torch.Tensor) -> torch.Tensor | float:
+        """1 for the batch mean; for the sum, the global batch size (the batch summed over
+        the processes: each averages its shard's gradient by its share, ``distributed``)."""
+        if self.reduction == "mean":
+            return 1.0
+        return self.reduce_sum(torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)).item()
 
     @torch.no_grad()
     def infer(self, net: nn.Module, x: torch.Tensor) -> Inference:

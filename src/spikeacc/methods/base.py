@@ -138,6 +138,10 @@ class Method:
         optimizer.step()
         return loss, logits
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the trainer before the first step of each epoch (counted from 1);
+        ASF-BP's epoch cadence of k refits reads it."""
+
     def before_update(self) -> None:
         """Called right before every optimiser update (``spikeacc.distributed.attach``
         makes it average the gradients over the processes)."""

@@ -1,8 +1,9 @@
 """Which neuron settings each training method runs: the neuron counterpart of the op table
 (``spikeacc.graph.ops``). A method runs exactly what its derivation is exact for and
 refuses the rest before computing anything, with one line naming the module, the
-setting, the method and why. BPTT and ``spiking_inference`` run every setting; ASF-BP
-and single-spike run their own neurons at the neurons' places, whatever their settings.
+setting, the method and why. BPTT and ``spiking_inference`` run every setting; ASF-BP,
+single-spike and Blocks run their own neurons at the neurons' places, whatever their
+settings.
 
 ``FEATURES`` are the settings that differ from spikeacc's default LIF (``neurons/lif.py``);
 ``REFUSED[rule][feature]`` says why the methods of ``rule`` (``Method.neuron_rule``)
@@ -62,7 +63,8 @@ REFUSED: dict[str, dict[str, str]] = {
     "own": {"learnable tau": _OWN.format(what="a learnable tau"),
             "learnable threshold": _OWN.format(what="a learnable threshold")},
 }
-RULE_METHODS = {"bptt": "BPTT", "ottt": "OTTT-O/A", "saf": "SAF-E/F", "sr": "SR", "own": "ASF-BP, single-spike"}
+RULE_METHODS = {"bptt": "BPTT", "ottt": "OTTT-O/A", "saf": "SAF-E/F", "sr": "SR",
+                "own": "ASF-BP, single-spike, Blocks"}
 
 
 def features(neuron: LIF) -> list[str]:

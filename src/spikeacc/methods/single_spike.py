@@ -21,6 +21,9 @@ the readout, as the authors' v2 code does. Those parameters live in the network 
 submodule ``single_spike`` of each LIF module and ``single_spike_readout`` of the module
 that computes the output, so they are saved with it); call ``prepare(net)`` before
 building the optimizer so that it holds them.
+
+The Blocks method (``methods/blocks.py``) is this method with another neuron
+(``site_neuron``).
 """
 from __future__ import annotations
 
@@ -35,16 +38,14 @@ from ..graph import CallContext, Program
 from ..neurons.single_spike import MEMBRANE_FORMS, READOUTS, LeakyReadout, SingleSpikeLIF
 from .base import Inference, Inputs, Method, run_window, spike_counts
 
-DECAY_MODULE = "single_spike"  # the submodule of a LIF that holds its trainable decay
-READOUT_MODULE = "single_spike_readout"  # the submodule of the output's module that holds the readout's
-
-
 class SingleSpike(Method):
     """Single-spike LIF network trained with all T steps vectorised."""
 
     name = "single-spike"
     any_op = True
     neuron_rule = "own"
+    decay_module = "single_spike"  # the submodule of a LIF that holds its trainable decay
+    readout_module = "single_spike_readout"  # the submodule of the output's module that holds the readout's
 
     def __init__(self, T: int, tau_hidden: float = 10.0, tau_readout: float = 20.0,
                  threshold: float = 1.0, scale: float = 10.0, readout: str = "sum",
@@ -56,11 +57,17 @@ class SingleSpike(Method):
             raise ValueError(f"unknown membrane form {form!r}; choose one of {', '.join(MEMBRANE_FORMS)}")
         self.readout, self.trainable_decay, self.sequential = readout, trainable_decay, sequential
         self.form = "loop" if sequential else form
-        self.neuron = SingleSpikeLIF(tau_hidden, threshold, scale, form=self.form)  # shared decay
-        self.readout_neuron = LeakyReadout(tau_readout, readout, form=self.form)  # shared decay
+        self.threshold, self.scale = threshold, scale
         self._tau_hidden, self._tau_readout = tau_hidden, tau_readout
+        self.neuron = self.site_neuron()  # shared decay
+        self.readout_neuron = LeakyReadout(tau_readout, readout, form=self.form)  # shared decay
         if sequential:
-            self.name = "single-spike-seq"
+            self.name = f"{self.name}-seq"
+
+    def site_neuron(self, trainable_decay: bool = False, neuron_shape: tuple[int, ...] = ()) -> nn.Module:
+        """The neuron of a site: [T, B, ...] currents -> (spikes, membrane) by ``forward``,
+        and by the sequential ``reference``."""
+        return SingleSpikeLIF(self._tau_hidden, self.threshold, self.scale, trainable_decay, neuron_shape, self.form)
 
     def prepare(self, net: nn.Module, sample_shape: tuple[int, ...] | None = None
                 ) -> tuple[list[SingleSpikeLIF], LeakyReadout]:
@@ -70,24 +77,24 @@ class SingleSpike(Method):
         program = graph.of(net)
         if not self.trainable_decay:
             return [self.neuron] * len(program.sites), self.readout_neuron
-        holder = readout_holder(net, program)
-        missing = [site for site in program.sites if not hasattr(site.module, DECAY_MODULE)]
-        if missing or not hasattr(holder, READOUT_MODULE):
+        holder = readout_holder(net, program, self.name)
+        missing = [site for site in program.sites if not hasattr(site.module, self.decay_module)]
+        if missing or not hasattr(holder, self.readout_module):
             sample_shape = sample_shape or getattr(net, "sample_shape", None)
             if sample_shape is None:
-                raise ValueError("single-spike trainable_decay: give prepare(net, sample_shape) "
+                raise ValueError(f"{self.name} trainable_decay: give prepare(net, sample_shape) "
                                  "(the network declares no sample_shape)")
             param = next(net.parameters())
             shapes, out_shape = site_shapes(program, param.new_zeros(1, *sample_shape))
             for site in missing:
-                neuron = SingleSpikeLIF(self._tau_hidden, self.neuron.threshold, self.neuron.scale,
-                                        trainable_decay=True, neuron_shape=shapes[site.index], form=self.form)
-                site.module.add_module(DECAY_MODULE, neuron.to(param.device, param.dtype))
-            if not hasattr(holder, READOUT_MODULE):
+                neuron = self.site_neuron(trainable_decay=True, neuron_shape=shapes[site.index])
+                site.module.add_module(self.decay_module, neuron.to(param.device, param.dtype))
+            if not hasattr(holder, self.readout_module):
                 readout = LeakyReadout(self._tau_readout, self.readout, True, math.prod(out_shape), self.form)
-                holder.add_module(READOUT_MODULE, readout.to(param.device, param.dtype))
+                holder.add_module(self.readout_module, readout.to(param.device, param.dtype))
         program = graph.of(net)
-        return [getattr(site.module, DECAY_MODULE) for site in program.sites], getattr(holder, READOUT_MODULE)
+        return ([getattr(site.module, self.decay_module) for site in program.sites],
+                getattr(holder, self.readout_module))
 
     def forward(self, net: nn.Module, program: Program, inputs: Inputs, ctx: CallContext
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -116,11 +123,11 @@ class SingleSpike(Method):
         if self.trainable_decay:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
             program = graph.of(net)
-            holders = [(site.module, DECAY_MODULE) for site in program.sites]
-            holders.append((readout_holder(net, program), READOUT_MODULE))
+            holders = [(site.module, self.decay_module) for site in program.sites]
+            holders.append((readout_holder(net, program, self.name), self.readout_module))
             if any(not hasattr(module, name) or id(getattr(module, name).beta_raw) not in held
                    for module, name in holders):
-                raise ValueError("single-spike trainable_decay: the optimizer lacks the decay "
+                raise ValueError(f"{self.name} trainable_decay: the optimizer lacks the decay "
                                  "parameters; call method.prepare(net) before building it")
         return super().step(net, optimizer, x, y)
 
@@ -144,12 +151,12 @@ def site_shapes(program: Program, sample: torch.Tensor) -> tuple[dict[int, tuple
     return shapes, tuple(out.shape[2:])
 
 
-def readout_holder(net: nn.Module, program: Program) -> nn.Module:
+def readout_holder(net: nn.Module, program: Program, method: str) -> nn.Module:
     """The module that computes the network's output (its trainable readout decay lives
     there): the called module, or the module whose forward computes it."""
     node = program.nodes[program.output]
     holder = node.op.module if node.op is not None and node.op.module is not None else net.get_submodule(node.owner)
     if isinstance(holder, (nn.Sequential, nn.ModuleList)):
-        raise ValueError(f"single-spike trainable_decay: the output is computed by {node.describe()}; "
+        raise ValueError(f"{method} trainable_decay: the output is computed by {node.describe()}; "
                          "the readout's decay needs a module there to live in")
     return holder
