@@ -5,7 +5,9 @@ copies before it is timed (``peers.measure``):
 
 1. SAF-F's step over one step of the same-size ANN (LIF -> ReLU, the same weights, batch
    and Adam): MLP 784-800-10, batch 128, T = 8 and 32 (targets <= 1.2 and <= 1.3); the
-   ConvNet (16, 32), batch 32, reported;
+   ConvNet (16, 32), batch 32, reported; beside, on the MLP, the hidden site's C trajectory
+   call alone (no graph: what SAF-F adds to the ANN's work at least), so that (ANN step +
+   that call) / ANN step is the bound SAF-F's ratio can reach with this kernel;
 2. BPTT's step over SpikingJelly's, ConvNet (16, 32), batch 32, T = 4 and 8 (<= 0.5);
 3. BPTT's peak memory of the loss and gradient over snnTorch's, MLP T = 32 (<= 0.5), and
    spikeacc's with float spikes kept (``spike_bits=False``) beside;
@@ -26,6 +28,8 @@ import torch
 from torch import nn
 
 from spikeacc import LIF, kernels, methods
+from spikeacc.methods.online import Leaks
+from spikeacc.methods.saf_fused import SiteKernel, whole_sites
 from spikeacc.models import MLP, ConvNet
 
 from . import peers
@@ -71,6 +75,26 @@ def ratios(sizes: Sizes) -> list[peers.Ratio]:
 
 
 # --- the comparisons --------------------------------------------------------------------------
+
+def ann_group(build, T: int, batch: peers.Batch, model: str = "mlp") -> peers.Group:
+    """SAF-F against the same-size ANN (``peers.ann_group``); on the MLP also the hidden site's
+    C trajectory call alone on W x + b computed once (the bound's numerator is its time plus
+    the ANN step's, ``figures``)."""
+    group = peers.ann_group(build, T, batch, model)
+    if model == "mlp":
+        group.contenders.append(trajectory_call(group.contenders[0].net, T, *batch))
+    return group
+
+
+def trajectory_call(net: nn.Module, T: int, x: torch.Tensor, y: torch.Tensor) -> peers.Contender:
+    """The T SAF steps of the network's one whole site in one C call, without a graph."""
+    saf_f = methods.get("saf-f", T)
+    program, _, ctx = saf_f.setup(net, x, y)
+    (site,) = whole_sites(program, ctx)
+    unit = ctx.unit_value(program, site.input).detach()  # W x + b, [B, N]
+    kernel = SiteKernel.of(site, Leaks(program, own=True), T, False)
+    return peers.Contender("spikeacc", "trajectory call", copy.deepcopy(net), lambda: kernel.run(unit)[0].sum())
+
 
 def memory_group(build, batch: peers.Batch, found: dict) -> peers.Group:
     """BPTT at T = 32 against the peers, and spikeacc keeping float spikes (memory only)."""
@@ -118,8 +142,8 @@ def plan(sizes: Sizes, found: dict, device: torch.device, dtype: torch.dtype) ->
     conv = partial(peers.built, partial(ConvNet, IMAGE, sizes.channels, N_CLASSES), device, dtype)
     mlp_batch = peers.batch_of(random_batch(sizes.mlp_batch, IMAGE, device), dtype)
     conv_batch = peers.batch_of(random_batch(sizes.conv_batch, IMAGE, device), dtype)
-    return [*(partial(peers.ann_group, mlp, T, mlp_batch) for T in (8, 32)),
-            *(partial(peers.ann_group, conv, T, conv_batch, "conv") for T in (8, 32)),
+    return [*(partial(ann_group, mlp, T, mlp_batch) for T in (8, 32)),
+            *(partial(ann_group, conv, T, conv_batch, "conv") for T in (8, 32)),
             *(partial(peers.bptt_group, "bptt", "conv", conv, T, conv_batch, found) for T in (4, 8)),
             partial(memory_group, mlp, mlp_batch, found)]
 
@@ -139,7 +163,20 @@ def figures(records: list[dict], sizes: Sizes) -> tuple[list[Target], list[str]]
         else:
             value = pair[0] / pair[1]
             targets.append(Target(ratio.name, f"<= {ratio.limit:g}", value, value <= ratio.limit))
-    return targets, reported
+    return targets, reported + bounds(index)
+
+
+def bounds(index: dict) -> list[str]:
+    """SAF-F's bound on the MLP: (ANN step + the hidden site's C trajectory call) / ANN step."""
+    lines = []
+    for T in (8, 32):
+        call, ann, saf_f = (index.get(("saf-f vs ann", "mlp", T, library, method), {}).get("step_median_s")
+                            for library, method in (("spikeacc", "trajectory call"), ("torch", "ann"),
+                                                    ("spikeacc", "saf-f")))
+        if None not in (call, ann, saf_f):
+            lines.append(f"SAF-F bound, mlp T={T}: (ANN step + its C trajectory call) / ANN step = {1 + call / ann:.4g}; "
+                         f"the rest of SAF-F's step beyond ANN + call: {(saf_f - ann - call) * 1e3:.2f} ms")
+    return lines
 
 
 def row(record: dict) -> list:
