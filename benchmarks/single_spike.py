@@ -3,8 +3,9 @@ sequential reference, and of Blocks against the sequential refractory LIF.
 
 In ONE process (ratios are what count; the CPU may be shared):
 1. membrane forms: forward + backward of V = causal decay convolution of a [T, 32, 100]
-   current by "matmul", "conv", "chunked" (T = 8..2048), the measurement behind
-   ``spikeacc.neurons.single_spike.auto_form``;
+   current by "matmul", "conv", "chunked" and the sequential "loop" (T = 8..2048), with one
+   decay shared by all neurons and with one per neuron (``trainable_decay``), the
+   measurement behind ``spikeacc.neurons.single_spike.auto_form``;
 2. the issue's speed-up grid: a training step (forward + backward, weight gradient
    included) of one layer, Linear(1000 -> hidden) + single-spike LIF, on Poisson input
    (rate per input uniform in [0, 0.2] per step, as the authors' 0-200 Hz at 1 ms),
@@ -59,7 +60,7 @@ TIME_STEPS = tuple(2 ** k for k in range(3, 12))  # 8 .. 2048
 BATCHES = (16, 32, 64, 128, 256)
 N_IN, HIDDEN = 1000, 100
 TAU, THRESHOLD, SCALE = 10.0, 1.0, 10.0
-FORMS = ("matmul", "conv", "chunked")
+FORMS = ("matmul", "conv", "chunked", "loop")
 SEED = 0
 
 
@@ -148,17 +149,22 @@ def measure_forms(args: argparse.Namespace) -> list[dict]:
     generator = torch.Generator().manual_seed(SEED)
     for T in TIME_STEPS[:3] if args.quick else TIME_STEPS:
         current = torch.randn(T, 32, args.hidden, generator=generator).to(args.device).requires_grad_(True)
-        steps = {}
-        for form in FORMS:
-            def step(form=form) -> None:
-                current.grad = None
-                leaky_integrate(current, decay_from_tau(TAU), form).sum().backward()
-            steps[form] = step
-        if T > 512:  # the O(T^2) conv is minutes there; measured below 1024 only
-            steps.pop("conv")
-        seconds = timed_round_robin(steps, args)
-        rows.append({"T": T, "auto": auto_form(T), **{f"{k}_ms": 1e3 * v for k, v in seconds.items()}})
-        print(f"membrane T={T}: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items()), flush=True)
+        for decay in ("shared", "per neuron"):
+            beta = torch.full((1 if decay == "shared" else args.hidden,), decay_from_tau(TAU), device=args.device,
+                              requires_grad=True)
+            steps = {}
+            for form in FORMS:
+                def step(form=form, beta=beta) -> None:
+                    current.grad = beta.grad = None
+                    leaky_integrate(current, beta, form).sum().backward()
+                steps[form] = step
+            if T > 512:  # the O(T^2) conv is minutes there; measured below 1024 only
+                steps.pop("conv")
+            seconds = timed_round_robin(steps, args)
+            rows.append({"T": T, "decay": decay, "auto": auto_form(T, decay != "shared", args.device),
+                         **{f"{k}_ms": 1e3 * v for k, v in seconds.items()}})
+            print(f"membrane T={T}, {decay} decay: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items()),
+                  flush=True)
     return rows
 
 
@@ -292,10 +298,10 @@ def markdown(payload: dict) -> str:
              f"{payload['repeats']} round-robin repeats.\n", "## Targets\n"]
     lines += [f"- {t}" for t in payload["targets"]]
     lines += ["\n## Membrane forms (forward + backward, [T, 32, hidden], ms)\n",
-              "| T | matmul | conv | chunked | auto |", "|---|---|---|---|---|"]
+              "| T | decay | " + " | ".join(FORMS) + " | auto |", "|---" * (len(FORMS) + 3) + "|"]
     for r in payload["membrane_forms"]:
         cells = [f"{r[f'{f}_ms']:.2f}" if f"{f}_ms" in r else "not run" for f in FORMS]
-        lines.append(f"| {r['T']} | " + " | ".join(cells) + f" | {r['auto']} |")
+        lines.append(f"| {r['T']} | {r.get('decay', 'shared')} | " + " | ".join(cells) + f" | {r['auto']} |")
     lines += ["\n## Speed-up grid (layer step vs v1 / vs v2; neuron alone in brackets)\n",
               "v1 (FastSNN, the v1 paper's benchmark model): the Linear step by step, then the sequential "
               "neuron; v2 (the Block code's sequential model): one product for all T, then the sequential "

@@ -31,6 +31,14 @@ def test_membrane_forms_equal_loop(form, T):
         torch.testing.assert_close(leaky_integrate(current, beta, form), loop_membrane(current, beta))
 
 
+def test_auto_form_takes_the_loop_for_per_neuron_decays_on_cpu_only():
+    # results/single_spike.md, "Membrane forms": a batched product of M [T, T] matrices loses to the loop on CPU
+    assert [single_spike.auto_form(T) for T in (16, 64, 65, 2048)] == ["matmul", "matmul", "chunked", "chunked"]
+    assert {single_spike.auto_form(T, per_neuron=True) for T in (16, 2048)} == {"loop"}
+    assert single_spike.auto_form(16, True, "cuda") == "matmul"
+    assert single_spike.auto_form(2048, True, torch.device("cuda")) == "chunked"
+
+
 @pytest.mark.parametrize("T", [10, 100])  # one product below AUTO_MATMUL_MAX_T, cumsums above
 def test_double_cumsum_and_adjoint(T):
     x, y = torch.randn(T, 3, 2, dtype=DT), torch.randn(T, 3, 2, dtype=DT)
@@ -54,7 +62,7 @@ def test_sample_groups_give_the_same_spikes_membrane_and_gradients(monkeypatch):
     current = 0.3 * torch.rand(100, 7, 4, 3, generator=gen, dtype=DT)  # [T, B, C, N], T > 64
     beta = 0.7 + 0.3 * torch.rand(4, 3, generator=gen, dtype=DT)
     weights = [torch.randn(current.shape, generator=gen, dtype=DT) for _ in range(2)]
-    layer = lambda cur, b: single_spike_lif(cur, b, 1.0, 10.0)  # noqa: E731
+    layer = lambda cur, b: single_spike_lif(cur, b, 1.0, 10.0, "chunked")  # noqa: E731  (a form that groups)
     whole = grads_of(layer, current, beta, weights)
     monkeypatch.setattr(single_spike, "GROUP_ELEMENTS", 2 * 100 * 12)  # groups of 2 samples: 2, 2, 2, 1
     grouped = grads_of(layer, current, beta, weights)

@@ -30,11 +30,14 @@ The membrane is a causal convolution with kernel beta^j. Three exact forms are
 implemented: "matmul" (a [T, T] lower-triangular decay matrix times [T, B*N]), "conv"
 (``conv1d`` with a length-T kernel) and "chunked" (the matmul form on chunks of about
 sqrt(T) steps plus the same recurrence across chunks, O(T^1.5) instead of O(T^2)).
-All three are vectorised over time. ``form="auto"`` picks by T (``auto_form``), from the
-CPU measurement of ``benchmarks/single_spike.py`` (results/single_spike.md, "Membrane forms"):
-conv1d with a length-T kernel is 5-40x slower than matmul at every T on CPU, so it is
-never chosen; matmul wins up to T = 64, the two are even at T = 128, and chunked is
-2-4x faster than matmul from T = 256 to 2048.
+All three are vectorised over time. ``form="auto"`` picks by T and decay (``auto_form``),
+from the CPU measurement of ``benchmarks/single_spike.py`` (results/single_spike.md,
+"Membrane forms"): conv1d with a length-T kernel is 5-40x slower than matmul at every T on
+CPU, so it is never chosen; with one decay shared by all neurons matmul wins up to T = 64,
+the two are even at T = 128, and chunked is 2-4x faster than matmul from T = 256 to 2048.
+With a decay per neuron (``trainable_decay``) both become a batched product of M [T, T]
+matrices, and on CPU the sequential "loop" form is faster at every T measured, so "auto"
+takes it there; on CUDA, where a loop costs a launch per step, the products stay.
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ from .. import compiling
 from .surrogate import check_surrogate, derivative, fire, state_precision
 
 MEMBRANE_FORMS = ("auto", "matmul", "conv", "chunked", "loop")
-# "auto" uses the matmul form up to this T and the chunked form above it (measured on
-# CPU, benchmarks/results/single_spike.md, "Membrane forms").
+# "auto" uses the matmul form up to this T and the chunked form above it, with a shared
+# decay (measured on CPU, benchmarks/results/single_spike.md, "Membrane forms").
 AUTO_MATMUL_MAX_T = 64
 # Above AUTO_MATMUL_MAX_T steps, ``single_spike_lif`` runs groups of samples of about
 # this many elements each: the chunked membrane and the cumsums then stay in cache.
@@ -172,12 +175,16 @@ def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str
     beta = flat_decay(beta, current.shape[2:])  # [1] or [M]
     T, B = current.shape[:2]
     flat = current.reshape(T, B, -1)  # [T, B, M]
-    form = auto_form(T) if form == "auto" else form
+    form = auto_form(T, beta.numel() > 1, current.device) if form == "auto" else form
     return _FORMS[form](flat, beta).reshape(current.shape)
 
 
-def auto_form(T: int) -> str:
-    """The faster exact form on CPU for T steps (benchmarks/results/single_spike.md, "Membrane forms")."""
+def auto_form(T: int, per_neuron: bool = False, device: torch.device | str = "cpu") -> str:
+    """The faster exact form for T steps (benchmarks/results/single_spike.md, "Membrane
+    forms", measured on CPU): the loop with a decay per neuron on CPU, else matmul up to
+    ``AUTO_MATMUL_MAX_T`` steps and chunked above."""
+    if per_neuron and torch.device(device).type == "cpu":
+        return "loop"
     return "matmul" if T <= AUTO_MATMUL_MAX_T else "chunked"
 
 
@@ -251,10 +258,14 @@ def first_spike(v_mem: torch.Tensor, threshold: float, scale: float) -> torch.Te
 def single_spike_lif(current: torch.Tensor, beta: torch.Tensor | float, threshold: float, scale: float,
                      form: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """The vectorised single-spike neuron: current [T, B, ...] -> (spikes, membrane
-    without reset), both [T, B, ...]. Above ``AUTO_MATMUL_MAX_T`` steps, samples run in
-    groups of about ``GROUP_ELEMENTS`` elements (same values and gradients; faster on CPU)."""
+    without reset), both [T, B, ...]. Above ``AUTO_MATMUL_MAX_T`` steps, the product forms
+    run samples in groups of about ``GROUP_ELEMENTS`` elements (same values and gradients;
+    faster on CPU)."""
     T, B = current.shape[:2]
-    group = max(1, GROUP_ELEMENTS // max(1, current[:, 0].numel())) if T > AUTO_MATMUL_MAX_T else B
+    per_neuron = torch.is_tensor(beta) and beta.numel() > 1
+    form = auto_form(T, per_neuron, current.device) if form == "auto" else form
+    grouped = T > AUTO_MATMUL_MAX_T and form != "loop"
+    group = max(1, GROUP_ELEMENTS // max(1, current[:, 0].numel())) if grouped else B
     if group >= B:
         v_mem = leaky_integrate(current, beta, form)
         return first_spike(v_mem, threshold, scale), v_mem
@@ -290,7 +301,7 @@ class SingleSpikeLIF(Decaying):
         trainable_decay: learn beta per neuron (clamped to [0, 1] as in the authors' code).
         neuron_shape: shape of one sample's neurons ([N] or [C, H, W]); needed with
             ``trainable_decay`` to size the per-neuron beta.
-        form: membrane computation, "auto", "matmul", "conv" or "chunked" (``leaky_integrate``).
+        form: membrane computation, "auto", "matmul", "conv", "chunked" or "loop" (``leaky_integrate``).
     """
 
     def __init__(self, tau: float = 10.0, threshold: float = 1.0, scale: float = 10.0,
