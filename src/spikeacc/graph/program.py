@@ -216,11 +216,16 @@ class CallContext:
       the passes as leaves (detached in steps without a graph); ``flush`` sends the
       gradients the leaves accumulated through the one product (after the backward, and
       before every update of a method that updates per step), ``clear_input_values``
-      after the parameters change.
+      after the parameters change. With ``once`` and no leaves (a training call of a
+      method that backpropagates once) they are computed once with a graph and handed
+      out as they are (detached where no graph is being built): one backward reaches the
+      parameters, without a second pass through the leaves.
     """
 
-    def __init__(self, batch: int, static_input: torch.Tensor | None = None, leaves: bool = False) -> None:
+    def __init__(self, batch: int, static_input: torch.Tensor | None = None, leaves: bool = False,
+                 once: bool = False) -> None:
         self.batch, self.static_input, self.leaves = batch, static_input, leaves
+        self.once = leaves or once  # input-only values computed once, with a graph
         self.spike_inputs: frozenset[int] = frozenset()  # ops whose input is spikes, kept as bits (spike_products)
         self.masks: dict[int, torch.Tensor] = {}
         self.statics: dict[tuple[int, bool], Any] = {}
@@ -235,9 +240,10 @@ class CallContext:
         """The value of input-only node ``index`` at the static input, constant terms
         unscaled. With ``leaves`` (a training call) it is computed once, with a graph, and
         handed out as a leaf (detached where no graph is being built); ``flush`` sends the
-        leaf's gradient through that graph."""
+        leaf's gradient through that graph. With ``once`` alone it is computed once, with a
+        graph, and handed out as it is (detached where no graph is being built)."""
         grad = torch.is_grad_enabled()
-        key = (index, True) if self.leaves else (index, grad)
+        key = (index, True) if self.once else (index, grad)
         if key not in self.units:
             with torch.set_grad_enabled(key[1]):
                 if key[1] not in self._unit_passes:

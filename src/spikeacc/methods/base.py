@@ -97,13 +97,15 @@ class Method:
     ``any_op``: the method runs any op between neurons; otherwise every op must be
     affine (``spikeacc.graph.ops``) and ``setup`` refuses the network before computing.
     ``neuron_rule``: the neuron settings it runs (``spikeacc.methods.rules``), checked by
-    ``setup`` likewise.
+    ``setup`` likewise. ``one_backward``: a training call backpropagates once (one loss per
+    call), so the values computed once per call need no leaves (``CallContext``).
     """
 
     name: str = ""
     any_op: bool = False
     neuron_rule: str = "bptt"
     static_once: bool = True  # a static input's input-only ops once per call (CallContext)
+    one_backward: bool = False  # one backward per training call: no leaves (CallContext)
     compile: bool = False  # neuron dynamics under torch.compile (spikeacc.compiling)
 
     def __init__(self, T: int) -> None:
@@ -166,7 +168,8 @@ class Method:
         if y is not None and (y.dim() != 1 or y.shape[0] != inputs.batch):
             raise ValueError(f"labels shape {tuple(y.shape)} does not match batch size {inputs.batch}")
         static = inputs.x if inputs.static and self.static_once else None
-        return program, inputs, CallContext(inputs.batch, static, leaves=y is not None)  # y: a training call
+        leaves = y is not None and not self.one_backward  # y: a training call
+        return program, inputs, CallContext(inputs.batch, static, leaves=leaves, once=y is not None)
 
 
 def per_sample(values: torch.Tensor) -> torch.Tensor:

@@ -191,6 +191,7 @@ class SAFF(Method):
 
     name = "saf-f"
     neuron_rule = "saf"
+    one_backward = True
 
     def __init__(self, T: int, surrogate: str = "neuron") -> None:
         super().__init__(T)

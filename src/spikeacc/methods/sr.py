@@ -22,6 +22,7 @@ from .saf import accumulated_trajectory, readout_pass
 class SpikeRepresentation(Method):
     name = "sr"
     neuron_rule = "sr"
+    one_backward = True
 
     def loss_and_grad(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         program, inputs, ctx = self.setup(net, x, y)
