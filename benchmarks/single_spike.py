@@ -29,6 +29,10 @@ Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (dr
 a shared machine hits both alike); medians. Configurations whose input would exceed
 ``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
 and marked so. Writes single_spike.json, .md and single_spike_speedup.png.
+4. the training step of the single-spike paper's Fashion-MNIST network with decays per
+   neuron (784-1000-10, T = 100, batch 128, Adam; the ``accuracy`` benchmark's
+   ``single_authors`` group), its membranes by "auto" (the loop on CPU) and by "matmul",
+   and what an epoch (469 steps) and the recipe's 140 epochs take at that rate.
 
     python -m benchmarks single_spike [--quick] [--device cpu|cuda] [--threads N]
         [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR | --update-results]
@@ -49,6 +53,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from spikeacc import methods
+from spikeacc.models import MLP
 from spikeacc.neurons.blocks import blocks_lif, sequential_refractory_lif
 from spikeacc.neurons.single_spike import (
     auto_form, decay_from_tau, leaky_integrate, sequential_single_spike, single_spike_lif)
@@ -59,6 +65,7 @@ NAME = "single_spike"
 TIME_STEPS = tuple(2 ** k for k in range(3, 12))  # 8 .. 2048
 BATCHES = (16, 32, 64, 128, 256)
 N_IN, HIDDEN = 1000, 100
+N_IN_AUTHORS = 784
 TAU, THRESHOLD, SCALE = 10.0, 1.0, 10.0
 FORMS = ("matmul", "conv", "chunked", "loop")
 SEED = 0
@@ -165,6 +172,38 @@ def measure_forms(args: argparse.Namespace) -> list[dict]:
                          **{f"{k}_ms": 1e3 * v for k, v in seconds.items()}})
             print(f"membrane T={T}, {decay} decay: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in seconds.items()),
                   flush=True)
+    return rows
+
+
+AUTHORS = dict(T=100, batch=128, hidden=1000, epochs=140, train_samples=60000)  # the single_authors group
+AUTHORS_QUICK = dict(T=10, batch=8, hidden=50, epochs=140, train_samples=60000)
+
+
+def measure_authors_step(args: argparse.Namespace) -> list[dict]:
+    """One training step (zero_grad, loss and gradient, Adam) of the single_authors network
+    (trained decays per neuron) on a latency-coded batch (one spike per input), its membranes
+    by each form; an epoch and the recipe's epochs at that rate."""
+    size = AUTHORS_QUICK if args.quick else AUTHORS
+    generator = torch.Generator().manual_seed(SEED)
+    times = torch.randint(0, size["T"], (size["batch"], N_IN_AUTHORS), generator=generator)
+    x = torch.zeros(size["T"], size["batch"], N_IN_AUTHORS).scatter_(0, times.unsqueeze(0), 1.0).to(args.device)
+    y = torch.randint(0, 10, (size["batch"],), generator=generator).to(args.device)
+    steps = {}
+    for form in ("auto", "matmul"):
+        torch.manual_seed(SEED)
+        net = MLP(N_IN_AUTHORS, [size["hidden"]], 10).to(args.device)
+        method = methods.get("single-spike", size["T"], trainable_decay=True, form=form)
+        method.prepare(net)  # the decays per neuron, before the optimizer takes the parameters
+        optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+        steps[form] = lambda method=method, net=net, optimizer=optimizer: method.step(net, optimizer, x, y)
+    seconds = timed_round_robin(steps, args)
+    steps_per_epoch = -(-size["train_samples"] // size["batch"])
+    rows = [{"form": form, "auto_is": auto_form(size["T"], True, args.device), **size, "step_s": value,
+             "steps_per_epoch": steps_per_epoch,
+             "epoch_s": value * steps_per_epoch, "recipe_h": value * steps_per_epoch * size["epochs"] / 3600}
+            for form, value in seconds.items()]
+    print("single_authors step: " + ", ".join(f"{r['form']} {r['step_s']:.3f} s (epoch {r['epoch_s'] / 60:.1f} min)"
+                                              for r in rows), flush=True)
     return rows
 
 
@@ -334,6 +373,16 @@ def markdown(payload: dict) -> str:
                      f"| x{b['blocks_bound']:.2f} | {b['neuron_blocks_ms']:.1f} | {b['neuron_sequential_ms']:.1f} "
                      f"| x{b['neuron_speedup']:.2f} | {b['linear_ms']:.1f} | {b['spikes']} "
                      f"({b['spike_mismatches_float64']}) | {b['max_spikes_per_neuron']} |")
+    authors = payload["authors_step"]
+    lines += ["\n## The single_authors network's training step\n",
+              f"784-{authors[0]['hidden']}-10 with decays per neuron, latency-coded input, Adam (the `accuracy` "
+              f"benchmark's `single_authors` group); an epoch is {authors[0]['steps_per_epoch']} steps, the recipe "
+              f"{authors[0]['epochs']} epochs.\n",
+              "| membrane form | T | batch | step (s) | epoch (min) | recipe (h) |", "|---|---|---|---|---|---|"]
+    for r in authors:
+        form = f"auto ({r['auto_is']})" if r["form"] == "auto" else r["form"]
+        lines.append(f"| {form} | {r['T']} | {r['batch']} | {r['step_s']:.3f} | {r['epoch_s'] / 60:.1f} "
+                     f"| {r['recipe_h']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -360,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     forms = measure_forms(args)
     grid = measure_grid(args)
     blocks = measure_blocks(args)
+    authors_step = measure_authors_step(args)
     payload = {"name": NAME, "machine": common.machine(args.device), "hidden": args.hidden, "n_in": N_IN, "repeats": args.repeats,
-               "quick": args.quick, "membrane_forms": forms, "grid": grid, "blocks": blocks,
+               "quick": args.quick, "membrane_forms": forms, "grid": grid, "blocks": blocks, "authors_step": authors_step,
                "targets": targets(grid, blocks), "seconds": time.perf_counter() - started}
     out = common.output_dir(args)
     common.write_results(out, NAME, payload, markdown(payload))
