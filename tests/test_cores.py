@@ -36,13 +36,29 @@ def test_another_process_on_one_of_two_cores_makes_two_threads_a_warning(stat):
     assert meter.oversubscribed(1) is None
 
 
-def test_our_own_busy_time_is_not_counted(stat):
+class Clock:
+    """Wall and CPU time of this process, set by the test (so a loaded machine cannot skew them)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def monotonic(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def sleep(self, seconds: float) -> None:
+        self.wall += max(0.0, seconds)
+
+
+def test_our_own_busy_time_is_not_counted(stat, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(cores, "time", clock)
     meter = cores.LoadMeter()
-    end = time.monotonic() + cores.MIN_SECONDS
-    while time.monotonic() < end:  # this process keeps one core busy
-        pass
-    write_stat(stat, busy=1010, idle=1010)
-    assert meter.busy_cores() < 0.4
+    clock.wall = clock.cpu = 1.0  # this process kept one core busy all along
+    write_stat(stat, busy=1010, idle=1010)  # and the ticks show one of the two cores busy: ours
+    assert meter.busy_cores() == pytest.approx(0.0, abs=1e-9)
     assert meter.oversubscribed(2) is None
 
 
