@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(["contender", "seconds to target", "epochs", "last test accuracy"], rows)
     how = (f"{split.name}, MLP {features}-{128 if args.quick else 800}-10, T = {T}, batch {BATCH}, Adam "
            f"{LEARNING_RATE}, target {target:.0%}; epochs round-robin, training steps timed, "
-           f"{args.threads} threads (see the module docstring).")
+           f"torch threads: {args.threads or torch.get_num_threads()} (see the module docstring).")
     return report(args, NAME, payload, f"time to {target:.0%} test accuracy", how, table)
 
 
