@@ -31,8 +31,8 @@ a shared machine hits both alike); medians. Configurations whose input would exc
 and marked so. Writes single_spike.json, .md and single_spike_speedup.png.
 4. the training step of the single-spike paper's Fashion-MNIST network with decays per
    neuron (784-1000-10, T = 100, batch 128, Adam; the ``accuracy`` benchmark's
-   ``single_authors`` group), its membranes by "auto" (the loop on CPU) and by "matmul",
-   and what an epoch (469 steps) and the recipe's 140 epochs take at that rate.
+   ``single_authors`` group), its membranes by "auto" (the loop on CPU), "chunked" and
+   "matmul", and what an epoch (469 steps) and the recipe's 140 epochs take at that rate.
 
     python -m benchmarks single_spike [--quick] [--device cpu|cuda] [--threads N]
         [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR | --update-results]
@@ -189,7 +189,7 @@ def measure_authors_step(args: argparse.Namespace) -> list[dict]:
     x = torch.zeros(size["T"], size["batch"], N_IN_AUTHORS).scatter_(0, times.unsqueeze(0), 1.0).to(args.device)
     y = torch.randint(0, 10, (size["batch"],), generator=generator).to(args.device)
     steps = {}
-    for form in ("auto", "matmul"):
+    for form in ("auto", "chunked", "matmul"):  # chunked: what "auto" took at T = 100 before the loop
         torch.manual_seed(SEED)
         net = MLP(N_IN_AUTHORS, [size["hidden"]], 10).to(args.device)
         method = methods.get("single-spike", size["T"], trainable_decay=True, form=form)
