@@ -164,28 +164,36 @@ def _plots(out: Path, summary: list[dict]) -> list[Path]:
 
 
 def _heatmaps(plt, summary: list[dict], measure: str, title: str, path: Path) -> None:
-    """One panel per method: lambda (rows) x T (columns), the mean over seeds and over any
-    other setting that varies."""
+    """One panel per method (three to a row): lambda (rows) x T (columns), the mean over seeds
+    and over any other setting that varies, on one colour scale for every method."""
     methods_ = sorted({r["method"] for r in summary})
     lams, steps = sorted({r["lam"] for r in summary}), sorted({r["T"] for r in summary})
-    fig, axes = plt.subplots(1, len(methods_), figsize=(2.6 + 1.1 * len(steps) * len(methods_), 1.2 + 0.7 * len(lams)),
-                             squeeze=False)
-    for ax, method in zip(axes[0], methods_):
-        grid = [[_mean([100 * r[measure] for r in summary if r["method"] == method and r["lam"] == lam and r["T"] == t])
-                 for t in steps] for lam in lams]
-        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-        for i, row in enumerate(grid):
+    grids = {method: [[_mean([100 * r[measure] for r in summary
+                              if r["method"] == method and r["lam"] == lam and r["T"] == t])
+                       for t in steps] for lam in lams] for method in methods_}
+    values = [v for grid in grids.values() for row in grid for v in row if not math.isnan(v)]
+    low, high = min(values), max(values)
+    columns = min(3, len(methods_))
+    rows = -(-len(methods_) // columns)
+    fig, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained",
+                             figsize=(1.5 + 0.75 * len(steps) * columns, 0.9 + (0.6 + 0.45 * len(lams)) * rows))
+    for ax, method in zip(axes.flat, methods_):
+        image = ax.imshow(grids[method], cmap="viridis", aspect="auto", origin="lower", vmin=low, vmax=high)
+        for i, row in enumerate(grids[method]):
             for j, value in enumerate(row):
                 if not math.isnan(value):
-                    ax.text(j, i, f"{value:.1f}", ha="center", va="center", color="white", fontsize=8)
+                    light = high > low and (value - low) / (high - low) > 0.6  # viridis is light at the top
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if light else "white")
         ax.set_xticks(range(len(steps)), [str(t) for t in steps])
         ax.set_yticks(range(len(lams)), [f"{lam:.2f}" for lam in lams])
         ax.set_xlabel("T")
         ax.set_ylabel("λ = 1 − 1/τ")
         ax.set_title(method)
-        fig.colorbar(image, ax=ax, fraction=0.05)
-    fig.suptitle(title)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(methods_):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes, fraction=0.04, shrink=0.9)
+    fig.suptitle(f"{title}, one colour scale for every method")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
