@@ -25,14 +25,14 @@ In ONE process (ratios are what count; the CPU may be shared):
    at best replace L sequential steps, so the step can be at most
    (Linear + sequential neuron) / (Linear + sequential neuron / L) times faster
    (``blocks_bound``); the neuron alone at most L times.
-Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (drift on
-a shared machine hits both alike); medians. Configurations whose input would exceed
-``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
-and marked so. Writes single_spike.json, .md and single_spike_speedup.png.
 4. the training step of the single-spike paper's Fashion-MNIST network with decays per
    neuron (784-1000-10, T = 100, batch 128, Adam; the ``accuracy`` benchmark's
    ``single_authors`` group), its membranes by "auto" (the loop on CPU), "chunked" and
    "matmul", and what an epoch (469 steps) and the recipe's 140 epochs take at that rate.
+Timing: warm-up, then ``repeats`` rounds that call each variant once in turn (drift on
+a shared machine hits both alike); medians. Configurations whose input would exceed
+``--max-elements`` or whose sequential step exceeds ``--budget`` seconds are skipped
+and marked so. Writes single_spike.json, .md and single_spike_speedup.png.
 
     python -m benchmarks single_spike [--quick] [--device cpu|cuda] [--threads N]
         [--repeats N] [--warmup N] [--budget S] [--max-elements N] [--out DIR | --update-results]

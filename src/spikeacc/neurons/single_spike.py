@@ -175,8 +175,7 @@ def leaky_integrate(current: torch.Tensor, beta: torch.Tensor | float, form: str
     beta = flat_decay(beta, current.shape[2:])  # [1] or [M]
     T, B = current.shape[:2]
     flat = current.reshape(T, B, -1)  # [T, B, M]
-    form = auto_form(T, beta.numel() > 1, current.device) if form == "auto" else form
-    return _FORMS[form](flat, beta).reshape(current.shape)
+    return _FORMS[resolved_form(form, T, beta, current.device)](flat, beta).reshape(current.shape)
 
 
 def auto_form(T: int, per_neuron: bool = False, device: torch.device | str = "cpu") -> str:
@@ -186,6 +185,14 @@ def auto_form(T: int, per_neuron: bool = False, device: torch.device | str = "cp
     if per_neuron and torch.device(device).type == "cpu":
         return "loop"
     return "matmul" if T <= AUTO_MATMUL_MAX_T else "chunked"
+
+
+def resolved_form(form: str, T: int, beta: torch.Tensor | float, device: torch.device) -> str:
+    """``form``, with "auto" resolved by ``auto_form`` for T steps and this decay (per neuron
+    where it holds more than one value)."""
+    if form != "auto":
+        return form
+    return auto_form(T, torch.is_tensor(beta) and beta.numel() > 1, device)
 
 
 def double_cumsum(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
@@ -262,8 +269,7 @@ def single_spike_lif(current: torch.Tensor, beta: torch.Tensor | float, threshol
     run samples in groups of about ``GROUP_ELEMENTS`` elements (same values and gradients;
     faster on CPU)."""
     T, B = current.shape[:2]
-    per_neuron = torch.is_tensor(beta) and beta.numel() > 1
-    form = auto_form(T, per_neuron, current.device) if form == "auto" else form
+    form = resolved_form(form, T, beta, current.device)
     grouped = T > AUTO_MATMUL_MAX_T and form != "loop"
     group = max(1, GROUP_ELEMENTS // max(1, current[:, 0].numel())) if grouped else B
     if group >= B:
